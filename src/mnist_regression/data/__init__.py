@@ -1,0 +1,1 @@
+"""MNIST: download and verification, the IDX reader, and the prepared splits."""

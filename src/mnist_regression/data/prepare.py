@@ -1,0 +1,141 @@
+"""Build the train, validation and test splits of both tasks from the raw IDX files.
+
+Each task is saved as an ``.npz`` holding, per split ``s`` in train/val/test:
+``x_s`` (n, 784) float32 pixels in [0, 1], ``t_s`` (n,) int64 targets and
+``index_s`` (n,) int64 positions in the source file. The binary task keeps two
+digits, target 1 for the first and 0 for the second; the multiclass task keeps all
+ten, target = digit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from ..config import ConfigError, require
+from ..io import save_json, save_npz
+from .idx import IdxError, read_idx
+
+TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+SPLITS = ("train", "val", "test")
+TASKS = ("binary", "multiclass")
+
+
+def load_pair(raw_dir: Path, files: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Images as (n, pixels) uint8 and labels as (n,) from one image/label pair."""
+    image_path, label_path = raw_dir / files[0], raw_dir / files[1]
+    images = read_idx(image_path, ndim=3)
+    labels = read_idx(label_path, ndim=1)
+    if len(images) != len(labels):
+        raise IdxError(
+            f"{image_path} holds {len(images)} images but {label_path} holds "
+            f"{len(labels)} labels"
+        )
+    if labels.size and labels.max() > 9:
+        raise IdxError(f"{label_path}: label {labels.max()} is not a digit")
+    return images.reshape(len(images), -1), labels.astype(np.int64)
+
+
+def split_indices(cfg: DictConfig, n_train_file: int, seed: int):
+    """Positions in the training file of the training and validation images."""
+    require(
+        cfg.train_size <= n_train_file,
+        "data.train_size",
+        f"{cfg.train_size} exceeds the {n_train_file} images in the training file",
+    )
+    n_val = round(cfg.train_size * cfg.val_fraction)
+    require(
+        0 < n_val < cfg.train_size,
+        "data.val_fraction",
+        f"{cfg.val_fraction} of {cfg.train_size} images leaves an empty split",
+    )
+    order = np.arange(cfg.train_size)
+    if cfg.val_split.name == "random":
+        order = np.random.default_rng(seed).permutation(cfg.train_size)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def test_indices(cfg: DictConfig, n_test_file: int) -> np.ndarray:
+    if cfg.test_subset is None:
+        return np.arange(n_test_file)
+    require(
+        cfg.test_subset <= n_test_file,
+        "data.test_subset",
+        f"{cfg.test_subset} exceeds the {n_test_file} images in the test file",
+    )
+    return np.arange(n_test_file - cfg.test_subset, n_test_file)
+
+
+def build_tasks(cfg: DictConfig, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays of both tasks, keyed by task then by ``x_train``-style names."""
+    raw_dir = Path(cfg.raw_dir)
+    train_x, train_y = load_pair(raw_dir, TRAIN_FILES)
+    test_x, test_y = load_pair(raw_dir, TEST_FILES)
+    train_idx, val_idx = split_indices(cfg, len(train_x), seed)
+    sources = {
+        "train": (train_x, train_y, train_idx),
+        "val": (train_x, train_y, val_idx),
+        "test": (test_x, test_y, test_indices(cfg, len(test_x))),
+    }
+    positive, negative = (int(d) for d in cfg.digits)
+    tasks: dict[str, dict[str, np.ndarray]] = {task: {} for task in TASKS}
+    for split, (images, labels, idx) in sources.items():
+        pair = idx[np.isin(labels[idx], (positive, negative))]
+        _put(tasks["multiclass"], split, images, idx, labels[idx])
+        _put(tasks["binary"], split, images, pair, (labels[pair] == positive))
+    for split in SPLITS:
+        if len(tasks["binary"][f"t_{split}"]) == 0:
+            raise ConfigError(
+                f"config key 'data.digits': no image of digits {positive} or "
+                f"{negative} in the {split} split"
+            )
+    return tasks
+
+
+def _put(task: dict, split: str, images, idx, targets) -> None:
+    task[f"x_{split}"] = images[idx].astype(np.float32) / np.float32(255)
+    task[f"t_{split}"] = np.asarray(targets, dtype=np.int64)
+    task[f"index_{split}"] = idx.astype(np.int64)
+
+
+def summarize(tasks: dict[str, dict[str, np.ndarray]], cfg: DictConfig) -> dict:
+    """Counts per task, split and class (class = digit, both tasks)."""
+    positive, negative = (int(d) for d in cfg.digits)
+    summary = {}
+    for task, arrays in tasks.items():
+        summary[task] = {}
+        for split in SPLITS:
+            targets = arrays[f"t_{split}"]
+            if task == "binary":
+                targets = np.where(targets == 1, positive, negative)
+            digits, counts = np.unique(targets, return_counts=True)
+            summary[task][split] = {
+                "count": int(len(targets)),
+                "classes": {
+                    str(d): int(c) for d, c in zip(digits, counts, strict=True)
+                },
+            }
+    return summary
+
+
+def prepare(cfg: DictConfig, seed: int) -> dict:
+    """Write ``<prepared_dir>/{binary,multiclass}.npz`` and ``summary.json``."""
+    tasks = build_tasks(cfg, seed)
+    out = Path(cfg.prepared_dir)
+    for task, arrays in tasks.items():
+        save_npz(out / f"{task}.npz", arrays)
+    summary = summarize(tasks, cfg)
+    save_json(out / "summary.json", summary)
+    return summary
+
+
+def load_task(prepared_dir: str | Path, task: str) -> dict[str, np.ndarray]:
+    """The arrays of one prepared task."""
+    path = Path(prepared_dir) / f"{task}.npz"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run `dvc repro prepare` first")
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny IDX data sets written by the tests, a loopback HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from mnist_regression.config import data_section
+from mnist_regression.data.idx import write_idx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_SIDE = 4
+
+
+def make_raw_dir(path: Path, n_train: int = 100, n_test: int = 40) -> Path:
+    """Write a small MNIST-shaped data set: labels cycle 0-9, pixels are noise."""
+    rng = np.random.default_rng(123)
+    path.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, TINY_SIDE, TINY_SIDE), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(path / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(path / f"{prefix}-labels-idx1-ubyte", labels)
+    return path
+
+
+@pytest.fixture
+def raw_dir(tmp_path: Path) -> Path:
+    return make_raw_dir(tmp_path / "raw")
+
+
+@pytest.fixture
+def data_cfg(raw_dir: Path, tmp_path: Path):
+    """The project's real ``data`` config, pointed at the tiny data set."""
+    params = OmegaConf.load(REPO_ROOT / "params.yaml")
+    params.data.raw_dir = str(raw_dir)
+    params.data.prepared_dir = str(tmp_path / "prepared")
+    params.data.train_size = 50
+    params.data.val_fraction = 0.2
+    return data_section(params)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path: Path):
+    """Serve a fresh directory on 127.0.0.1; yields (directory, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
