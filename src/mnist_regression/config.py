@@ -48,6 +48,46 @@ class DataConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
 
+class ModelName(Enum):
+    logistic = "logistic"
+    softmax = "softmax"
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = MISSING
+    l2: float = MISSING
+    l2_bias: bool = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = MISSING
+    batch_size: int | None = MISSING
+    anneal_k: float = MISSING
+    patience: int = MISSING
+    max_epochs: int = MISSING
+    eval_every: int = MISSING
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = MISSING
+    uri: str | None = MISSING
+    experiment: str = MISSING
+    artifacts: bool = MISSING
+
+
+@dataclass
+class TrainConfig:
+    seed: int = MISSING
+    progress: bool | None = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
 def structured(schema: type, cfg: Any, key: str = "") -> DictConfig:
     """Merge ``cfg`` into ``schema``; bad keys and types become ConfigError."""
     try:
@@ -98,6 +138,32 @@ def check_data(cfg: DictConfig) -> None:
     )
     require(cfg.download.timeout > 0, "data.download.timeout", "must be > 0")
     require(cfg.download.retries >= 0, "data.download.retries", "must be >= 0")
+
+
+def check_training(cfg: DictConfig) -> None:
+    """Range checks on the model and optimizer sections."""
+    opt = cfg.optimizer
+    require(opt.lr > 0, "optimizer.lr", f"must be > 0, got {opt.lr}")
+    require(cfg.model.l2 >= 0, "model.l2", f"must be >= 0, got {cfg.model.l2}")
+    require(
+        opt.batch_size is None or opt.batch_size >= 1,
+        "optimizer.batch_size",
+        f"must be null (full batch) or >= 1, got {opt.batch_size}",
+    )
+    require(
+        opt.anneal_k >= 0, "optimizer.anneal_k", f"must be >= 0, got {opt.anneal_k}"
+    )
+    for key in ("patience", "max_epochs", "eval_every"):
+        value = opt[key]
+        require(value >= 1, f"optimizer.{key}", f"must be >= 1, got {value}")
+
+
+def train_config(cfg: Any) -> DictConfig:
+    """The whole training configuration, typed and range-checked."""
+    merged = structured(TrainConfig, cfg)
+    check_data(merged.data)
+    check_training(merged)
+    return merged
 
 
 def load_params(

@@ -1,0 +1,83 @@
+"""Logistic and softmax regression: predictions, loss and gradient. No I/O.
+
+A model holds ``weights`` W (d, k) and ``bias`` b (k,), with k = 1 for logistic
+regression and k = number of classes for softmax. For a batch X (n, d) with targets
+t (n,), the objective minimised is
+
+    J(W, b) = CE(X W + b, t) + l2/2 ||W||^2  [+ l2/2 ||b||^2 if l2_bias]
+
+where CE is the mean cross-entropy of ``losses``. The gradient is the analytic one,
+dJ/dW = X^T (y - t) / n + l2 W: the ``(t - y) x`` rule with the sign of descent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import losses
+
+KINDS = ("logistic", "softmax")
+
+
+@dataclass
+class LinearModel:
+    kind: str
+    weights: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def zeros(cls, kind: str, n_features: int, n_classes: int, dtype=np.float32):
+        if kind not in KINDS:
+            raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
+        k = 1 if kind == "logistic" else n_classes
+        return cls(kind, np.zeros((n_features, k), dtype), np.zeros(k, dtype))
+
+    def copy(self) -> LinearModel:
+        return LinearModel(self.kind, self.weights.copy(), self.bias.copy())
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, k) scores; (n,) for logistic regression.
+
+        Raises FloatingPointError if a score overflowed: the weights have diverged.
+        """
+        z = x @ self.weights + self.bias
+        if not np.isfinite(z).all():
+            raise FloatingPointError("non-finite logits: the weights have diverged")
+        return z[:, 0] if self.kind == "logistic" else z
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = self.logits(x)
+        return (z > 0).astype(np.int64) if self.kind == "logistic" else z.argmax(1)
+
+    def data_loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Mean cross-entropy, without the penalty."""
+        z = self.logits(x)
+        if self.kind == "logistic":
+            return losses.logistic_loss(z, t)
+        return losses.softmax_loss(z, t)
+
+    def loss_and_grad(
+        self, x: np.ndarray, t: np.ndarray, l2: float = 0.0, l2_bias: bool = False
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t)."""
+        z = self.logits(x)
+        if self.kind == "logistic":
+            loss, dz = losses.logistic_loss_grad(z, t)
+            dz = dz[:, None]
+        else:
+            loss, dz = losses.softmax_loss_grad(z, t)
+        grad_w = x.T @ dz
+        grad_b = dz.sum(axis=0)
+        if l2:
+            loss += 0.5 * l2 * float(np.vdot(self.weights, self.weights))
+            grad_w += l2 * self.weights
+            if l2_bias:
+                loss += 0.5 * l2 * float(np.vdot(self.bias, self.bias))
+                grad_b += l2 * self.bias
+        return loss, grad_w, grad_b
+
+    def weight_norm(self) -> float:
+        """Euclidean length of W (the bias excluded)."""
+        return float(np.linalg.norm(self.weights))

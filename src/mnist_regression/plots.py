@@ -1,0 +1,81 @@
+"""Figures, drawn with matplotlib's Agg backend so they render without a screen."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .models import LinearModel  # noqa: E402
+from .training import SPLITS, History  # noqa: E402
+
+SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+
+
+def weight_images(model: LinearModel) -> np.ndarray:
+    """The weights as (k, side, side) images: one per class, one for logistic."""
+    n_features, k = model.weights.shape
+    side = math.isqrt(n_features)
+    return model.weights.T.reshape(k, side, side)
+
+
+def save_weight_pngs(model: LinearModel, labels: list[str], directory: Path) -> None:
+    """One small PNG per class, diverging colours centred on zero."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for image, label in zip(weight_images(model), labels, strict=True):
+        limit = float(np.abs(image).max()) or 1.0
+        plt.imsave(
+            directory / f"{label}.png", image, cmap="RdBu_r", vmin=-limit, vmax=limit
+        )
+
+
+def weights_figure(model: LinearModel, labels: list[str], title: str):
+    images = weight_images(model)
+    cols = min(len(images), 5)
+    rows = math.ceil(len(images) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False
+    )
+    limit = float(np.abs(images).max()) or 1.0
+    for ax, image, label in zip(axes.flat, images, labels, strict=False):
+        shown = ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(label)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle(title)
+    return fig
+
+
+def curves_figure(history: History, title: str):
+    """Loss and accuracy per epoch for the three splits, best epoch marked."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for split in SPLITS:
+        color = SPLIT_COLORS[split]
+        ax_loss.plot(
+            history.epoch, history.metrics[f"{split}_loss"], label=split, color=color
+        )
+        accuracy = 100 * np.asarray(history.metrics[f"{split}_accuracy"])
+        ax_acc.plot(history.epoch, accuracy, label=split, color=color)
+    for ax in (ax_loss, ax_acc):
+        ax.axvline(history.best_epoch, color="grey", ls=":", label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set_ylabel("mean cross-entropy (nats)")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

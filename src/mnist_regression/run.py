@@ -1,0 +1,126 @@
+"""One training run from a validated config: data, model, loop, tracking, artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from . import plots
+from .data.prepare import load_task
+from .models import LinearModel
+from .tracking import open_run, project_root
+from .training import SPLITS, Dataset, History, Schedule, train
+
+TASKS = {"logistic": "binary", "softmax": "multiclass"}
+
+
+@dataclass
+class RunResult:
+    model: LinearModel
+    history: History
+    final: dict[str, float]
+    labels: list[str]
+    run_id: str | None
+
+
+def class_labels(cfg: DictConfig, kind: str, n_classes: int) -> list[str]:
+    if kind == "logistic":
+        positive, negative = cfg.data.digits
+        return [f"{positive} vs {negative}"]
+    return [str(digit) for digit in range(n_classes)]
+
+
+def final_metrics(history: History) -> dict[str, float]:
+    best = history.at(history.best_epoch)
+    final = {
+        f"final_{split}_{kind}": best[f"{split}_{kind}"]
+        for split in SPLITS
+        for kind in ("loss", "accuracy")
+    }
+    final |= {"best_epoch": history.best_epoch, "epochs_run": history.epochs_run}
+    return final
+
+
+def git_commit() -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_training(
+    cfg: DictConfig, run_name: str | None = None, tags: Mapping[str, str] | None = None
+) -> RunResult:
+    """Train the configured model; record it in MLflow unless tracking is off."""
+    kind = cfg.model.name.value
+    task = TASKS[kind]
+    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, task))
+    model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
+    labels = class_labels(cfg, kind, data.n_classes)
+    schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    all_tags = {
+        "model": kind,
+        "task": task,
+        "git_commit": git_commit(),
+        "data_sha256": file_sha256(Path(cfg.data.prepared_dir) / f"{task}.npz"),
+        **(tags or {}),
+    }
+    show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    run = open_run(cfg.tracking, run_name or kind, resolved, all_tags)
+    with run, tqdm(total=schedule.max_epochs, disable=not show, unit="epoch") as bar:
+
+        def on_eval(epoch: int, values: dict[str, float]) -> None:
+            run.log_epoch(epoch, values)
+            bar.update(epoch - bar.n)
+            bar.set_postfix(
+                val_loss=f"{values['val_loss']:.4f}",
+                val_acc=f"{values['val_accuracy']:.4f}",
+            )
+
+        history = train(
+            model,
+            data,
+            schedule,
+            np.random.default_rng(cfg.seed),
+            cfg.model.l2,
+            cfg.model.l2_bias,
+            on_eval,
+        )
+        final = final_metrics(history)
+        run.log_metrics(final)
+        run.set_tags({"stop_reason": history.stop_reason})
+        if cfg.tracking.artifacts and run.run_id:
+            log_artifacts(run, model, history, labels, resolved, run_name or kind)
+    return RunResult(model, history, final, labels, run.run_id)
+
+
+def log_artifacts(run, model, history, labels, resolved, title) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        np.savez(out / "weights.npz", weights=model.weights, bias=model.bias)
+        plots.save_weight_pngs(model, labels, out / "weights")
+        plots.save(
+            plots.weights_figure(model, labels, f"weights: {title}"),
+            out / "weights_grid.png",
+        )
+        plots.save(plots.curves_figure(history, title), out / "curves.png")
+        run.log_artifacts(out)

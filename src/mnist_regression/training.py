@@ -1,0 +1,160 @@
+"""Mini-batch gradient descent with an annealed rate and early stopping. No I/O.
+
+The rate at step s (counting mini-batches) is ``lr / (1 + anneal_k * s)``. Every
+``eval_every`` epochs the model is evaluated on every split; training stops when the
+validation loss has not improved for ``patience`` evaluations, and the weights of
+the best evaluation are restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+from .models import LinearModel
+
+SPLITS = ("train", "val", "test")
+METRICS = (
+    *(f"{split}_{kind}" for kind in ("loss", "accuracy") for split in SPLITS),
+    "weight_norm",
+    "learning_rate",
+)
+
+
+class DivergenceError(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Dataset:
+    """Inputs ``x`` (n, d) float32 and targets ``t`` (n,) int64 of each split."""
+
+    x: Mapping[str, np.ndarray]
+    t: Mapping[str, np.ndarray]
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Dataset:
+        return cls(
+            {s: arrays[f"x_{s}"] for s in SPLITS}, {s: arrays[f"t_{s}"] for s in SPLITS}
+        )
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(t.max() for t in self.t.values())) + 1
+
+
+@dataclass
+class History:
+    """Metrics of every evaluation; ``epoch[i]`` is the epoch of evaluation i."""
+
+    epoch: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(
+        default_factory=lambda: {name: [] for name in METRICS}
+    )
+    best_epoch: int = 0
+    stop_reason: str = ""
+
+    def append(self, epoch: int, values: Mapping[str, float]) -> None:
+        self.epoch.append(epoch)
+        for name in METRICS:
+            self.metrics[name].append(values[name])
+
+    def at(self, epoch: int) -> dict[str, float]:
+        i = self.epoch.index(epoch)
+        return {name: values[i] for name, values in self.metrics.items()}
+
+    @property
+    def epochs_run(self) -> int:
+        return self.epoch[-1] if self.epoch else 0
+
+
+@dataclass
+class Schedule:
+    lr: float
+    batch_size: int | None
+    anneal_k: float
+    max_epochs: int
+    patience: int
+    eval_every: int = 1
+
+    def rate(self, step: int) -> float:
+        return self.lr / (1.0 + self.anneal_k * step)
+
+
+def evaluate(model: LinearModel, data: Dataset) -> dict[str, float]:
+    values = {}
+    for split in SPLITS:
+        x, t = data.x[split], data.t[split]
+        values[f"{split}_loss"] = model.data_loss(x, t)
+        values[f"{split}_accuracy"] = float(np.mean(model.predict(x) == t))
+    values["weight_norm"] = model.weight_norm()
+    return values
+
+
+def train(
+    model: LinearModel,
+    data: Dataset,
+    schedule: Schedule,
+    rng: np.random.Generator,
+    l2: float = 0.0,
+    l2_bias: bool = False,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+) -> History:
+    """Train ``model`` in place; on return it holds the best weights seen."""
+    x, t = data.x["train"], data.t["train"]
+    n = len(x)
+    batch = min(schedule.batch_size or n, n)
+    history, best, since_best, step = History(), model.copy(), 0, 0
+
+    def record(epoch: int) -> dict[str, float]:
+        try:
+            values = evaluate(model, data) | {"learning_rate": schedule.rate(step)}
+        except FloatingPointError:
+            raise DivergenceError(_diverged(epoch, schedule)) from None
+        history.append(epoch, values)
+        if on_eval:
+            on_eval(epoch, values)
+        return values
+
+    best_loss = record(0)["val_loss"]
+    for epoch in range(1, schedule.max_epochs + 1):
+        order = rng.permutation(n) if batch < n else None
+        for start in range(0, n, batch):
+            idx = order[start : start + batch] if order is not None else slice(None)
+            try:
+                loss, grad_w, grad_b = model.loss_and_grad(x[idx], t[idx], l2, l2_bias)
+            except FloatingPointError:
+                loss = np.inf
+            if not np.isfinite(loss):
+                raise DivergenceError(_diverged(epoch, schedule))
+            rate = schedule.rate(step)
+            model.weights -= rate * grad_w
+            model.bias -= rate * grad_b
+            step += 1
+        if epoch % schedule.eval_every and epoch != schedule.max_epochs:
+            continue
+        val_loss = record(epoch)["val_loss"]
+        if val_loss < best_loss:
+            best_loss, best, since_best = val_loss, model.copy(), 0
+            history.best_epoch = epoch
+        else:
+            since_best += 1
+            if since_best >= schedule.patience:
+                history.stop_reason = (
+                    f"no val_loss improvement in {since_best} evaluations"
+                )
+                break
+    else:
+        history.stop_reason = f"max_epochs={schedule.max_epochs} reached"
+    model.weights, model.bias = best.weights, best.bias
+    return history
+
+
+def _diverged(epoch: int, schedule: Schedule) -> str:
+    return (
+        f"training diverged at epoch {epoch}: the loss is not finite; "
+        f"lower optimizer.lr (now {schedule.lr:g}) or raise optimizer.anneal_k"
+    )
