@@ -42,21 +42,26 @@ class LinearModel:
 
         Raises FloatingPointError if a score overflowed: the weights have diverged.
         """
-        z = x @ self.weights + self.bias
+        with np.errstate(over="raise", invalid="raise"):
+            z = x @ self.weights + self.bias
         if not np.isfinite(z).all():
             raise FloatingPointError("non-finite logits: the weights have diverged")
         return z[:, 0] if self.kind == "logistic" else z
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        z = self.logits(x)
+        return self._classes(self.logits(x))
+
+    def _classes(self, z: np.ndarray) -> np.ndarray:
         return (z > 0).astype(np.int64) if self.kind == "logistic" else z.argmax(1)
 
-    def data_loss(self, x: np.ndarray, t: np.ndarray) -> float:
-        """Mean cross-entropy, without the penalty."""
+    def loss_and_accuracy(self, x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+        """Mean cross-entropy (without the penalty) and accuracy, from one pass."""
         z = self.logits(x)
         if self.kind == "logistic":
-            return losses.logistic_loss(z, t)
-        return losses.softmax_loss(z, t)
+            loss = losses.logistic_loss(z, t)
+        else:
+            loss = losses.softmax_loss(z, t)
+        return loss, float(np.mean(self._classes(z) == t))
 
     def loss_and_grad(
         self, x: np.ndarray, t: np.ndarray, l2: float = 0.0, l2_bias: bool = False

@@ -87,9 +87,8 @@ class Schedule:
 def evaluate(model: LinearModel, data: Dataset) -> dict[str, float]:
     values = {}
     for split in SPLITS:
-        x, t = data.x[split], data.t[split]
-        values[f"{split}_loss"] = model.data_loss(x, t)
-        values[f"{split}_accuracy"] = float(np.mean(model.predict(x) == t))
+        loss, accuracy = model.loss_and_accuracy(data.x[split], data.t[split])
+        values[f"{split}_loss"], values[f"{split}_accuracy"] = loss, accuracy
     values["weight_norm"] = model.weight_norm()
     return values
 
@@ -103,40 +102,53 @@ def train(
     l2_bias: bool = False,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
-    """Train ``model`` in place; on return it holds the best weights seen."""
+    """Train ``model`` in place; on return it holds the best weights seen.
+
+    Overflow or an invalid value anywhere in the arithmetic raises at once and
+    becomes a DivergenceError, instead of warning and carrying NaN along.
+    """
+    progress = {"epoch": 0}
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            return _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress)
+    except FloatingPointError:
+        raise DivergenceError(
+            f"training diverged in epoch {progress['epoch']}: the loss is not finite; "
+            f"lower optimizer.lr (now {schedule.lr:g}) or raise optimizer.anneal_k"
+        ) from None
+
+
+def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> History:
     x, t = data.x["train"], data.t["train"]
     n = len(x)
     batch = min(schedule.batch_size or n, n)
     history, best, since_best, step = History(), model.copy(), 0, 0
 
-    def record(epoch: int) -> dict[str, float]:
-        try:
-            values = evaluate(model, data) | {"learning_rate": schedule.rate(step)}
-        except FloatingPointError:
-            raise DivergenceError(_diverged(epoch, schedule)) from None
+    def record(epoch: int) -> float:
+        values = evaluate(model, data) | {"learning_rate": schedule.rate(step)}
+        if not np.isfinite(values["train_loss"]):
+            raise FloatingPointError("non-finite training loss")
         history.append(epoch, values)
         if on_eval:
             on_eval(epoch, values)
-        return values
+        return values["val_loss"]
 
-    best_loss = record(0)["val_loss"]
+    best_loss = record(0)
     for epoch in range(1, schedule.max_epochs + 1):
+        progress["epoch"] = epoch
         order = rng.permutation(n) if batch < n else None
         for start in range(0, n, batch):
             idx = order[start : start + batch] if order is not None else slice(None)
-            try:
-                loss, grad_w, grad_b = model.loss_and_grad(x[idx], t[idx], l2, l2_bias)
-            except FloatingPointError:
-                loss = np.inf
+            loss, grad_w, grad_b = model.loss_and_grad(x[idx], t[idx], l2, l2_bias)
             if not np.isfinite(loss):
-                raise DivergenceError(_diverged(epoch, schedule))
+                raise FloatingPointError("non-finite loss")
             rate = schedule.rate(step)
             model.weights -= rate * grad_w
             model.bias -= rate * grad_b
             step += 1
         if epoch % schedule.eval_every and epoch != schedule.max_epochs:
             continue
-        val_loss = record(epoch)["val_loss"]
+        val_loss = record(epoch)
         if val_loss < best_loss:
             best_loss, best, since_best = val_loss, model.copy(), 0
             history.best_epoch = epoch
@@ -144,17 +156,10 @@ def train(
             since_best += 1
             if since_best >= schedule.patience:
                 history.stop_reason = (
-                    f"no val_loss improvement in {since_best} evaluations"
+                    f"val_loss not improved in {since_best} evaluations"
                 )
                 break
     else:
         history.stop_reason = f"max_epochs={schedule.max_epochs} reached"
     model.weights, model.bias = best.weights, best.bias
     return history
-
-
-def _diverged(epoch: int, schedule: Schedule) -> str:
-    return (
-        f"training diverged at epoch {epoch}: the loss is not finite; "
-        f"lower optimizer.lr (now {schedule.lr:g}) or raise optimizer.anneal_k"
-    )

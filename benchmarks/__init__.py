@@ -1,0 +1,1 @@
+"""Benchmarks of the trainer; run them with ``python -m benchmarks.<name>``."""

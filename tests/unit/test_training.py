@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from mnist_regression.models import LinearModel
+from mnist_regression.training import (
+    METRICS,
+    Dataset,
+    DivergenceError,
+    Schedule,
+    evaluate,
+    train,
+)
+
+
+def blobs(kind="softmax", n=300, d=6, k=3, seed=0, dtype=np.float32):
+    """Overlapping Gaussian classes: learnable, not separable."""
+    rng = np.random.default_rng(seed)
+    classes = 2 if kind == "logistic" else k
+    centers = rng.normal(scale=1.5, size=(classes, d))
+    x, t = {}, {}
+    for split, size in (("train", n), ("val", n // 3), ("test", n // 3)):
+        t[split] = rng.integers(0, classes, size=size)
+        x[split] = (centers[t[split]] + rng.normal(size=(size, d))).astype(dtype)
+    return Dataset(x, t)
+
+
+def fit(kind="softmax", data=None, seed=0, **schedule):
+    data = data or blobs(kind)
+    settings = dict(lr=0.5, batch_size=32, anneal_k=0.0, max_epochs=50, patience=3)
+    settings.update(schedule)
+    l2 = settings.pop("l2", 0.0)
+    model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
+    history = train(model, data, Schedule(**settings), np.random.default_rng(seed), l2)
+    return model, history, data
+
+
+@pytest.mark.parametrize("kind", ["logistic", "softmax"])
+def test_training_learns(kind):
+    _, history, _ = fit(kind)
+    start, best = history.at(0), history.at(history.best_epoch)
+    assert best["val_loss"] < 0.7 * start["val_loss"]
+    assert best["test_accuracy"] > 0.8
+
+
+def test_same_seed_same_metrics_bit_for_bit():
+    _, first, _ = fit(seed=3)
+    _, again, _ = fit(seed=3)
+    _, other, _ = fit(seed=4)
+    assert first.metrics == again.metrics
+    assert first.metrics != other.metrics
+
+
+def test_best_weights_are_restored():
+    model, history, data = fit(lr=2.0, max_epochs=40)
+    assert history.best_epoch < history.epochs_run
+    restored = evaluate(model, data)
+    best = history.at(history.best_epoch)
+    for name in restored:
+        assert restored[name] == best[name]
+
+
+def test_early_stopping_waits_patience_evaluations():
+    _, history, _ = fit(lr=2.0, patience=2, max_epochs=200)
+    losses = history.metrics["val_loss"]
+    assert history.epochs_run == history.best_epoch + 2
+    assert min(losses) == losses[history.epoch.index(history.best_epoch)]
+    assert "not improved in 2" in history.stop_reason
+
+
+def test_max_epochs_bounds_the_run():
+    _, history, _ = fit(lr=0.01, max_epochs=5, patience=100)
+    assert history.epoch == [0, 1, 2, 3, 4, 5]
+    assert history.stop_reason == "max_epochs=5 reached"
+    assert set(history.metrics) == set(METRICS)
+
+
+def test_annealing_schedule_counts_steps():
+    # 300 examples in batches of 100: three steps per epoch
+    _, history, _ = fit(lr=0.3, anneal_k=0.5, batch_size=100, max_epochs=3, patience=9)
+    expected = [0.3 / (1 + 0.5 * 3 * e) for e in history.epoch]
+    np.testing.assert_allclose(history.metrics["learning_rate"], expected)
+
+
+def test_full_batch_is_one_step_per_epoch_and_ignores_the_seed():
+    _, history, _ = fit(lr=0.3, anneal_k=1.0, batch_size=None, max_epochs=4, patience=9)
+    np.testing.assert_allclose(
+        history.metrics["learning_rate"], [0.3 / (1 + e) for e in history.epoch]
+    )
+    _, other_seed, _ = fit(seed=9, lr=0.3, anneal_k=1.0, batch_size=None, max_epochs=4)
+    assert history.metrics == other_seed.metrics
+
+
+def test_eval_every_thins_the_history():
+    _, history, _ = fit(lr=0.01, eval_every=3, max_epochs=10, patience=100)
+    assert history.epoch == [0, 3, 6, 9, 10]
+
+
+def test_l2_shrinks_the_weights():
+    _, plain, _ = fit(max_epochs=10, patience=100)
+    _, ridge, _ = fit(max_epochs=10, patience=100, l2=0.5)
+    assert ridge.metrics["weight_norm"][-1] < 0.5 * plain.metrics["weight_norm"][-1]
+
+
+def test_divergence_stops_with_a_clear_error():
+    # lr * l2 > 2 makes each step multiply the weights by 1 - lr * l2 < -1
+    with pytest.raises(DivergenceError, match="diverged in epoch .*optimizer.lr"):
+        fit(lr=50.0, l2=1.0, max_epochs=500, patience=1000)
+
+
+@pytest.mark.parametrize("lr", [1.0, 10.0, 100.0])
+def test_large_rates_train_without_overflow(lr):
+    # any RuntimeWarning would fail this suite (filterwarnings = error)
+    _, history, _ = fit("logistic", lr=lr, max_epochs=20)
+    assert np.isfinite(history.metrics["train_loss"]).all()
+
+
+@pytest.mark.slow
+def test_l2_optimum_matches_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    data = blobs("logistic", n=200, d=4, dtype=np.float64)
+    l2 = 0.05
+    model, _, _ = fit(
+        "logistic", data, lr=1.0, batch_size=None, max_epochs=5000, patience=5000, l2=l2
+    )
+    n = len(data.t["train"])
+    reference = sklearn.LogisticRegression(C=1 / (l2 * n), tol=1e-10, max_iter=10000)
+    reference.fit(data.x["train"], data.t["train"])
+    np.testing.assert_allclose(model.weights[:, 0], reference.coef_[0], atol=1e-5)
+    np.testing.assert_allclose(model.bias, reference.intercept_, atol=1e-5)
