@@ -79,9 +79,21 @@ class TrackingConfig:
 
 
 @dataclass
+class StudyConfig:
+    lr_grid: str = MISSING
+    anneal_grid: str = MISSING
+    l2_grid: str = MISSING
+    seed_l2: float = MISSING
+    n_jobs: int = MISSING
+    results_dir: str = MISSING
+    reports_dir: str = MISSING
+
+
+@dataclass
 class TrainConfig:
     seed: int = MISSING
     progress: bool | None = MISSING
+    study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from . import plots
 from .data.prepare import load_task
+from .io import atomic_write, save_json, save_npz
 from .models import LinearModel
 from .tracking import open_run, project_root
 from .training import SPLITS, Dataset, History, Schedule, train
@@ -110,6 +112,29 @@ def run_training(
         if cfg.tracking.artifacts and run.run_id:
             log_artifacts(run, model, history, labels, resolved, run_name or kind)
     return RunResult(model, history, final, labels, run.run_id)
+
+
+def save_results(result: RunResult, directory: Path, label: str, resolved) -> None:
+    """The run's DVC outputs: history.csv, metrics.json and weights.npz."""
+    history = result.history
+    with atomic_write(directory / "history.csv", "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["run", "epoch", *history.metrics])
+        for i, epoch in enumerate(history.epoch):
+            writer.writerow([label, epoch, *(v[i] for v in history.metrics.values())])
+    save_json(
+        directory / "metrics.json",
+        {
+            "run": label,
+            "stop_reason": history.stop_reason,
+            **result.final,
+            "config": resolved,
+        },
+    )
+    save_npz(
+        directory / "weights.npz",
+        {"weights": result.model.weights, "bias": result.model.bias},
+    )
 
 
 def log_artifacts(run, model, history, labels, resolved, title) -> None:

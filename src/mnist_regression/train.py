@@ -11,16 +11,18 @@ Examples::
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import train_config
 from .errors import UserError
-from .run import run_training
+from .run import run_training, save_results
 from .tracking import raise_on_sigterm
 from .training import DivergenceError
 
@@ -34,12 +36,17 @@ def main(cfg: DictConfig) -> float | None:
     tags = {"hydra_overrides": " ".join(overrides)}
     if multirun:
         tags |= {"sweep": hydra_cfg.sweep.dir, "sweep_job": str(hydra_cfg.job.num)}
+    if os.environ.get("DVC_STAGE"):
+        tags["dvc_stage"] = os.environ["DVC_STAGE"]
     try:
         cfg = train_config(cfg)
         if cfg.progress is None and multirun:
             cfg.progress = False
-        run_name = " ".join([cfg.model.name.value, *overrides])
+        label = " ".join(overrides)
+        run_name = " ".join([cfg.model.name.value, label]).strip()
         result = run_training(cfg, run_name, tags)
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        save_results(result, Path(hydra_cfg.runtime.output_dir), label, resolved)
     except DivergenceError as err:
         print(f"error: {err}", file=sys.stderr)
         if multirun:

@@ -1,0 +1,192 @@
+"""The study's figures, from the jobs of the training stages (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .plots import plt, weight_images
+from .results import Job
+
+LOSS_LABEL = "mean cross-entropy (nats)"
+
+
+def _lambda_axis(ax, values) -> None:
+    """A log axis for lambda that still shows lambda = 0."""
+    positive = [v for v in values if v > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    ax.set_xlabel("lambda (L2 strength)")
+
+
+def _per_job_curves(ax, jobs: list[Job], metric: str, key: str, name: str) -> None:
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(jobs)))
+    for job, color in zip(jobs, colors, strict=True):
+        values = np.asarray(job.history.metrics[metric])
+        if metric.endswith("accuracy"):
+            values = 100 * values
+        ax.plot(
+            job.history.epoch, values, color=color, label=f"{name} = {job.param(key):g}"
+        )
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def learning_rates(jobs: list[Job]):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _per_job_curves(ax, jobs, "val_loss", "optimizer.lr", "lr")
+    ax.set_yscale("log")
+    ax.set_ylabel(f"validation {LOSS_LABEL}, log scale")
+    ax.set_title("Logistic regression, 2 vs 3: validation loss per learning rate")
+    return fig
+
+
+def annealing(jobs: list[Job]):
+    fig, axes = plt.subplots(len(jobs), 2, figsize=(11, 3.6 * len(jobs)), squeeze=False)
+    for row, job in zip(axes, jobs, strict=True):
+        k = job.param("optimizer.anneal_k")
+        schedule = "constant rate" if k == 0 else f"lr / (1 + {k:g} t)"
+        for split, color in (("train", "C0"), ("val", "C1"), ("test", "C2")):
+            epochs = job.history.epoch
+            row[0].plot(
+                epochs, job.history.metrics[f"{split}_loss"], color, label=split
+            )
+            accuracy = 100 * np.asarray(job.history.metrics[f"{split}_accuracy"])
+            row[1].plot(epochs, accuracy, color, label=split)
+        row[0].set_ylabel(LOSS_LABEL)
+        row[1].set_ylabel("accuracy (%)")
+        row[1].set_ylim(90, 100)
+        for ax in row:
+            ax.axvline(job.history.best_epoch, color="grey", ls=":", label="best epoch")
+            ax.set_title(f"{schedule}, lr = {job.param('optimizer.lr'):g}")
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.suptitle("Logistic regression, 2 vs 3: constant against annealed rate")
+    fig.tight_layout()
+    return fig
+
+
+def l2_accuracy(jobs: list[Job], title: str):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _per_job_curves(ax, jobs, "val_accuracy", "model.l2", "lambda")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    return fig
+
+
+def l2_weight_norm(jobs: list[Job], title: str):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lambdas = [job.param("model.l2") for job in jobs]
+    norms = [job.model.weight_norm() for job in jobs]
+    left.plot(lambdas, norms, "o-")
+    _lambda_axis(left, lambdas)
+    left.set_ylabel("||w|| of the best weights")
+    left.set_title("final length of the weight vector")
+    left.grid(alpha=0.3)
+    _per_job_curves(right, jobs, "weight_norm", "model.l2", "lambda")
+    right.set_ylabel("||w||")
+    right.set_title("length of the weight vector during training")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def l2_weight_images(jobs: list[Job], title: str):
+    fig, axes = plt.subplots(1, len(jobs), figsize=(2.6 * len(jobs), 3), squeeze=False)
+    for ax, job in zip(axes[0], jobs, strict=True):
+        image = weight_images(job.model)[0]
+        limit = float(np.abs(image).max()) or 1.0
+        ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"lambda = {job.param('model.l2'):g}")
+        ax.set_axis_off()
+    fig.suptitle(title + " (red: evidence for the first digit; each own scale)")
+    return fig
+
+
+def softmax_l2(jobs: list[Job]):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _per_job_curves(left, jobs, "val_accuracy", "model.l2", "lambda")
+    left.set_ylabel("validation accuracy (%)")
+    left.set_title("validation accuracy per epoch")
+    lambdas = [job.param("model.l2") for job in jobs]
+    right.plot(
+        lambdas, [job.metrics["epochs_run"] for job in jobs], "o-", label="epochs run"
+    )
+    right.plot(
+        lambdas, [job.metrics["best_epoch"] for job in jobs], "s--", label="best epoch"
+    )
+    _lambda_axis(right, lambdas)
+    right.set_ylabel("epochs")
+    right.set_title("when early stopping ended each run")
+    right.grid(alpha=0.3)
+    right.legend()
+    fig.suptitle("Softmax regression: lambda sweep")
+    fig.tight_layout()
+    return fig
+
+
+def digits_and_weights(x: np.ndarray, t: np.ndarray, job: Job):
+    weights = weight_images(job.model)
+    side = weights.shape[1]
+    fig, axes = plt.subplots(2, 10, figsize=(15, 3.6))
+    for digit in range(10):
+        mean = x[t == digit].mean(axis=0).reshape(side, side)
+        axes[0, digit].imshow(mean, cmap="gray_r")
+        axes[0, digit].set_title(str(digit))
+        limit = float(np.abs(weights[digit]).max()) or 1.0
+        axes[1, digit].imshow(weights[digit], cmap="RdBu_r", vmin=-limit, vmax=limit)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("mean image")
+    axes[1, 0].set_ylabel("weights")
+    fig.suptitle("Softmax regression: average training image and learned weights")
+    return fig
+
+
+def confusion(t: np.ndarray, predicted: np.ndarray):
+    matrix = np.zeros((10, 10), int)
+    np.add.at(matrix, (t, predicted), 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    shown = ax.imshow(matrix / matrix.sum(axis=1, keepdims=True) * 100, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            count,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if i == j else "black",
+        )
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    fig.colorbar(shown, label="% of the true digit's test images")
+    ax.set_title("Softmax regression: confusion matrix (test set)")
+    return fig
+
+
+def worst_misclassified(x, t, log_probs, count: int = 24):
+    """The misclassified test images the model was most sure about."""
+    predicted = log_probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != t)
+    loss = -log_probs[wrong, t[wrong]]
+    chosen = wrong[np.argsort(loss)[::-1][:count]]
+    side = int(np.sqrt(x.shape[1]))
+    cols = 8
+    rows = max(1, -(-len(chosen) // cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.7 * cols, 2.0 * rows), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, chosen, strict=False):
+        ax.imshow(x[i].reshape(side, side), cmap="gray_r")
+        confidence = 100 * np.exp(log_probs[i, predicted[i]])
+        ax.set_title(
+            f"{t[i]} read as {predicted[i]}\n{confidence:.0f}% sure", fontsize=8
+        )
+    fig.suptitle("Softmax regression: the most confident mistakes on the test set")
+    return fig
