@@ -11,6 +11,7 @@ nothing already buffered. A run ends FINISHED, FAILED (an exception) or KILLED
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from omegaconf import DictConfig
 
 
@@ -55,6 +57,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
+
+
+def _store_lock(uri: str):
+    """An inter-process lock beside a SQLite store; no lock for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return FileLock(uri.removeprefix("sqlite:///") + ".lock")
 
 
 class NullRun:
@@ -102,8 +111,11 @@ class MlflowRun(NullRun):
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri(self.cfg))
-        experiment_id = self._experiment_id()
+        uri = tracking_uri(self.cfg)
+        with _store_lock(uri):  # parallel sweep jobs may meet a store not yet made
+            self.client = MlflowClient(uri)
+            self.client.search_experiments(max_results=1)  # creates the tables
+            experiment_id = self._experiment_id()
         run = self.client.create_run(
             experiment_id, run_name=self.run_name, tags=self.tags
         )
@@ -124,15 +136,7 @@ class MlflowRun(NullRun):
         if self.client.tracking_uri.startswith("sqlite:///"):
             store = Path(self.client.tracking_uri.removeprefix("sqlite:///")).parent
             artifacts = (store / "artifacts").as_uri()
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
-        except MlflowException:  # created meanwhile by a parallel sweep job
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        return self.client.create_experiment(name, artifact_location=artifacts)
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
         from mlflow.entities import Metric

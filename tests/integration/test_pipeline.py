@@ -1,0 +1,116 @@
+"""`dvc exp run` of the whole study on a small configuration, in a copy of the repo."""
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from .conftest import run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FIGURES = [
+    "learning_rates.png",
+    "annealing.png",
+    "l2_accuracy.png",
+    "l2_weight_norm.png",
+    "l2_weights.png",
+    "softmax_curves.png",
+    "digits_and_weights.png",
+    "softmax_l2.png",
+    "confusion.png",
+    "worst_mistakes.png",
+]
+
+
+def small(mirror: Path) -> list[str]:
+    """Overrides that shrink the study; each `dvc exp run` composes conf/ anew."""
+    overrides = [
+        f"data.download.mirror={mirror}",
+        "data.download.urls=[]",
+        "data.download.npm_package=null",
+        "data.train_size=2000",
+        "optimizer.max_epochs=5",
+        "study.lr_grid='0.01,0.1'",
+        "study.l2_grid='0,0.1'",
+        "study.anneal_grid='0,0.001'",
+    ]
+    return [arg for override in overrides for arg in ("-S", override)]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+def stages_run(output: str) -> set[str]:
+    return {
+        line.split("'")[1]
+        for line in output.splitlines()
+        if line.startswith("Running stage '")
+    }
+
+
+def mlflow_runs(repo: Path):
+    client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-regression")
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
+    repo = repo_copy
+    first = run(["dvc", "exp", "run", *small(npm_raw_dir)], repo)
+    all_stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+    assert stages_run(first.stdout) == all_stages
+
+    for name in FIGURES:
+        width, height = png_size(repo / "reports" / "figures" / name)
+        assert width >= 400 and height >= 200, name
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    for model in ("logistic", "softmax"):
+        assert {"test_accuracy", "test_accuracy_last2000", "val_accuracy"} <= set(
+            metrics[model]
+        )
+        assert set(metrics["seed_protocol"][model]) == set(metrics[model])
+    assert set(metrics["logistic_l2"]) == {"l2=0", "l2=0.1"}
+    assert set(metrics["logistic_lr"]) == {"lr=0.01", "lr=0.1"}
+    report = (repo / "reports" / "results.md").read_text()
+    assert "98.77%" in report
+    assert f"{100 * metrics['softmax']['test_accuracy']:.2f}%" in report
+    assert all(f"figures/{name}" in report for name in FIGURES)
+    assert "<script" in (repo / "reports" / "plots_template.html").read_text()
+
+    runs = mlflow_runs(repo)
+    assert len(runs) == 2 + 2 + 2 + 2 + 2 + 2  # one per trained model
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+    again = run(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date." in again.stdout
+    assert stages_run(again.stdout) == set()
+
+    def trained_l2() -> dict:
+        models = {}
+        for job in sorted((repo / "results" / "models").glob("[0-9]*")):
+            saved = json.loads((job / "metrics.json").read_text())
+            models[saved["config"]["model"]["name"]] = saved["config"]["model"]["l2"]
+        return models
+
+    assert trained_l2() == {"logistic": 0.0, "softmax": 0.0}
+    norm_before = metrics["logistic_lr"]["lr=0.1"]["weight_norm"]
+    changed = run(
+        ["dvc", "exp", "run", *small(npm_raw_dir), "-S", "model.l2=0.5"], repo
+    )
+    assert stages_run(changed.stdout) == {
+        "models",
+        "logistic_lr",
+        "logistic_anneal",
+        "report",
+    }
+    assert trained_l2() == {"logistic": 0.5, "softmax": 0.5}
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert metrics["logistic_lr"]["lr=0.1"]["weight_norm"] < 0.8 * norm_before
+    assert len(mlflow_runs(repo)) == 12 + 2 + 2 + 2
