@@ -32,6 +32,7 @@ class RunResult:
     final: dict[str, float]
     labels: list[str]
     run_id: str | None
+    config: dict  # the resolved configuration
 
 
 def class_labels(cfg: DictConfig, kind: str, n_classes: int) -> list[str]:
@@ -111,10 +112,10 @@ def run_training(
         run.set_tags({"stop_reason": history.stop_reason})
         if cfg.tracking.artifacts and run.run_id:
             log_artifacts(run, model, history, labels, resolved, run_name or kind)
-    return RunResult(model, history, final, labels, run.run_id)
+    return RunResult(model, history, final, labels, run.run_id, resolved)
 
 
-def save_results(result: RunResult, directory: Path, label: str, resolved) -> None:
+def save_results(result: RunResult, directory: Path, label: str) -> None:
     """The run's DVC outputs: history.csv, metrics.json and weights.npz."""
     history = result.history
     with atomic_write(directory / "history.csv", "w") as handle:
@@ -128,7 +129,7 @@ def save_results(result: RunResult, directory: Path, label: str, resolved) -> No
             "run": label,
             "stop_reason": history.stop_reason,
             **result.final,
-            "config": resolved,
+            "config": result.config,
         },
     )
     save_npz(

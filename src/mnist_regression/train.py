@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .config import train_config
 from .errors import UserError
@@ -45,8 +45,7 @@ def main(cfg: DictConfig) -> float | None:
         label = " ".join(overrides)
         run_name = " ".join([cfg.model.name.value, label]).strip()
         result = run_training(cfg, run_name, tags)
-        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        save_results(result, Path(hydra_cfg.runtime.output_dir), label, resolved)
+        save_results(result, Path(hydra_cfg.runtime.output_dir), label)
     except DivergenceError as err:
         print(f"error: {err}", file=sys.stderr)
         if multirun:
