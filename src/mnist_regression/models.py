@@ -54,9 +54,14 @@ class LinearModel:
     def _classes(self, z: np.ndarray) -> np.ndarray:
         return (z > 0).astype(np.int64) if self.kind == "logistic" else z.argmax(1)
 
-    def loss_and_accuracy(self, x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-        """Mean cross-entropy (without the penalty) and accuracy, from one pass."""
-        z = self.logits(x)
+    def loss_and_accuracy(
+        self, x: np.ndarray, t: np.ndarray, z: np.ndarray | None = None
+    ) -> tuple[float, float]:
+        """Mean cross-entropy (without the penalty) and accuracy, from one pass.
+
+        ``z``, if given, are the logits of ``x`` under the current weights.
+        """
+        z = self.logits(x) if z is None else z
         if self.kind == "logistic":
             loss = losses.logistic_loss(z, t)
         else:
@@ -64,10 +69,18 @@ class LinearModel:
         return loss, float(np.mean(self._classes(z) == t))
 
     def loss_and_grad(
-        self, x: np.ndarray, t: np.ndarray, l2: float = 0.0, l2_bias: bool = False
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        l2: float = 0.0,
+        l2_bias: bool = False,
+        z: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
-        """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t)."""
-        z = self.logits(x)
+        """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t).
+
+        ``z``, if given, are the logits of ``x`` under the current weights.
+        """
+        z = self.logits(x) if z is None else z
         if self.kind == "logistic":
             loss, dz = losses.logistic_loss_grad(z, t)
             dz = dz[:, None]

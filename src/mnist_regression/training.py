@@ -84,10 +84,14 @@ class Schedule:
         return self.lr / (1.0 + self.anneal_k * step)
 
 
-def evaluate(model: LinearModel, data: Dataset) -> dict[str, float]:
+def evaluate(
+    model: LinearModel, data: Dataset, train_logits: np.ndarray | None = None
+) -> dict[str, float]:
+    """Loss and accuracy of every split; ``train_logits`` saves one forward pass."""
     values = {}
     for split in SPLITS:
-        loss, accuracy = model.loss_and_accuracy(data.x[split], data.t[split])
+        z = train_logits if split == "train" else None
+        loss, accuracy = model.loss_and_accuracy(data.x[split], data.t[split], z)
         values[f"{split}_loss"], values[f"{split}_accuracy"] = loss, accuracy
     values["weight_norm"] = model.weight_norm()
     return values
@@ -124,8 +128,9 @@ def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> Histor
     batch = min(schedule.batch_size or n, n)
     history, best, since_best, step = History(), model.copy(), 0, 0
 
-    def record(epoch: int) -> float:
-        values = evaluate(model, data) | {"learning_rate": schedule.rate(step)}
+    def record(epoch: int, train_logits: np.ndarray | None) -> float:
+        values = evaluate(model, data, train_logits)
+        values["learning_rate"] = schedule.rate(step)
         if not np.isfinite(values["train_loss"]):
             raise FloatingPointError("non-finite training loss")
         history.append(epoch, values)
@@ -133,22 +138,33 @@ def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> Histor
             on_eval(epoch, values)
         return values["val_loss"]
 
-    best_loss = record(0)
+    def update(xb: np.ndarray, tb: np.ndarray, z: np.ndarray | None = None) -> None:
+        nonlocal step
+        loss, grad_w, grad_b = model.loss_and_grad(xb, tb, l2, l2_bias, z)
+        if not np.isfinite(loss):
+            raise FloatingPointError("non-finite loss")
+        rate = schedule.rate(step)
+        model.weights -= rate * grad_w
+        model.bias -= rate * grad_b
+        step += 1
+
+    # Full batch: the logits of an epoch's evaluation feed the next epoch's step.
+    full_batch = batch == n
+    z_train = model.logits(x) if full_batch else None
+    best_loss = record(0, z_train)
     for epoch in range(1, schedule.max_epochs + 1):
         progress["epoch"] = epoch
-        order = rng.permutation(n) if batch < n else None
-        for start in range(0, n, batch):
-            idx = order[start : start + batch] if order is not None else slice(None)
-            loss, grad_w, grad_b = model.loss_and_grad(x[idx], t[idx], l2, l2_bias)
-            if not np.isfinite(loss):
-                raise FloatingPointError("non-finite loss")
-            rate = schedule.rate(step)
-            model.weights -= rate * grad_w
-            model.bias -= rate * grad_b
-            step += 1
+        if full_batch:
+            update(x, t, z_train)
+            z_train = model.logits(x)
+        else:
+            order = rng.permutation(n)
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                update(x[idx], t[idx])
         if epoch % schedule.eval_every and epoch != schedule.max_epochs:
             continue
-        val_loss = record(epoch)
+        val_loss = record(epoch, z_train)
         if val_loss < best_loss:
             best_loss, best, since_best = val_loss, model.copy(), 0
             history.best_epoch = epoch
