@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # DVC stage commands call `python`: the one in .venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test lint params clean-venv
+.PHONY: help run test lint bench params clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ test: $(STAMP)  ## set up .venv and run the test suite
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+bench: $(STAMP)  ## install the benchmark extras, then run benchmarks/ (about 10 min)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/dvc repro prepare
+	$(BIN)/python -m benchmarks.run
 
 params: $(STAMP)  ## recompose params.yaml from conf/ (what `dvc exp run` does)
 	$(BIN)/python -m mnist_regression.params

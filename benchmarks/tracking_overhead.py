@@ -44,28 +44,40 @@ def configure(model: str, store: Path, mode: dict) -> OmegaConf:
     return train_config(params)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", nargs="+", default=["logistic", "softmax"])
-    args = parser.parse_args()
+def measure(models: list[str], repeats: int) -> dict:
+    """Median seconds per mode and model, and the overhead against tracking off."""
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
         run_training(configure("logistic", store, MODES["metrics"]))  # warm-up
-        for model in args.models:
+        for model in models:
             times = {}
             for name, mode in MODES.items():
                 samples = []
-                for _ in range(args.repeats):
+                for _ in range(repeats):
                     cfg = configure(model, store, mode)
                     start = time.perf_counter()
                     run_training(cfg)
                     samples.append(time.perf_counter() - start)
                 times[name] = statistics.median(samples)
-            base = times["off"]
-            for name, seconds in times.items():
-                overhead = 100 * (seconds - base) / base
-                print(f"{model:9s} {name:18s} {seconds:7.2f} s  {overhead:+6.1f} %")
+            results[model] = {
+                name: {"seconds": t, "overhead_pct": 100 * (t / times["off"] - 1)}
+                for name, t in times.items()
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["logistic", "softmax"])
+    args = parser.parse_args()
+    for model, modes in measure(args.models, args.repeats).items():
+        for name, row in modes.items():
+            print(
+                f"{model:9s} {name:18s} {row['seconds']:7.2f} s  "
+                f"{row['overhead_pct']:+6.1f} %"
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,259 @@
+"""The benchmark suite: ``python -m benchmarks.run`` (or ``make bench``) after
+``dvc repro prepare``. Writes reports/benchmarks.{md,json,png}.
+
+Timings are medians over ``--repeats`` runs with their spread (min-max); all run
+in this one process on this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from mnist_regression.config import load_params, train_config
+from mnist_regression.data.prepare import load_task
+from mnist_regression.models import LinearModel
+from mnist_regression.training import Dataset, Schedule, train
+
+from . import trainers
+from .report import write_report
+
+TARGETS = {"softmax": 0.915, "logistic": 0.975}
+TASKS = {"softmax": "multiclass", "logistic": "binary"}
+
+
+def summary(samples: list[float]) -> dict:
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "n": len(samples),
+    }
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    blas = [
+        f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas,
+    }
+
+
+def race(cfg, repeats: int) -> dict:
+    """Time to the target test accuracy: ours, scikit-learn lbfgs, PyTorch SGD."""
+    results = {}
+    for kind, target in TARGETS.items():
+        data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, TASKS[kind]))
+        schedule = Schedule(**cfg.optimizer)
+        entry: dict = {"target": target, "schedule": dict(cfg.optimizer)}
+        traces = [trainers.ours(data, kind, schedule, seed) for seed in range(repeats)]
+        entry["ours"] = timings(traces, target)
+        sk_trace, converged = trainers.sklearn_lbfgs(
+            data, [2, 4, 8, 16, 32, 64, 128, 256, 512]
+        )
+        entry["sklearn"] = {**timings([sk_trace], target), "converged": converged}
+        try:
+            torch_traces = [
+                trainers.torch_sgd(data, kind, schedule, target, seed)
+                for seed in range(repeats)
+            ]
+            entry["torch"] = timings(torch_traces, target)
+        except ImportError:
+            entry["torch"] = None
+        results[kind] = entry
+        reached = {k: entry[k] and entry[k]["time_to_target"] for k in trainers.NAMES}
+        print(f"race {kind}: {reached}")
+    return results
+
+
+def timings(traces: list[trainers.Trace], target: float) -> dict:
+    reached = [trainers.time_to(trace, target) for trace in traces]
+    times = [t for t in reached if t is not None]
+    return {
+        "time_to_target": summary(times) if times else None,
+        "reached": f"{len(times)}/{len(traces)}",
+        "best_accuracy": max(max(acc for _, acc in trace) for trace in traces),
+        "trace": traces[0],
+    }
+
+
+def epoch_seconds(data: Dataset, kind: str, batch: int | None, evaluate: bool) -> float:
+    """Seconds per epoch of our trainer: 6 epochs minus 1, over 5."""
+
+    def run(epochs: int) -> float:
+        model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
+        every = 1 if evaluate else 10**6
+        schedule = Schedule(0.01, batch, 0.0, epochs, 10**6, every)
+        start = time.perf_counter()
+        train(model, data, schedule, np.random.default_rng(0))
+        return time.perf_counter() - start
+
+    return (run(6) - run(1)) / 5
+
+
+def floor_seconds(x: np.ndarray, k: int, batch: int | None, repeats: int) -> float:
+    """The forward and backward products of one epoch, timed alone."""
+    n = len(x)
+    size = batch or n
+    weights = np.zeros((x.shape[1], k), np.float32)
+    dz = np.ones((size, k), np.float32)
+    batches = [np.ascontiguousarray(x[i : i + size]) for i in range(0, n, size)]
+
+    def epoch() -> None:
+        for xb in batches:
+            xb @ weights
+            xb.T @ dz[: len(xb)]
+
+    return statistics.median(timeit.repeat(epoch, number=1, repeat=repeats))
+
+
+def hardware_floor(cfg, repeats: int) -> dict:
+    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
+    rows = {}
+    for batch in (None, 512, 128, 32):
+        floor = floor_seconds(data.x["train"], data.n_classes, batch, repeats)
+        steps = statistics.median(
+            epoch_seconds(data, "softmax", batch, False) for _ in range(repeats)
+        )
+        full = statistics.median(
+            epoch_seconds(data, "softmax", batch, True) for _ in range(repeats)
+        )
+        rows[str(batch or "full")] = {
+            "floor_s": floor,
+            "epoch_s": steps,
+            "epoch_with_eval_s": full,
+            "ratio": steps / floor,
+            "ratio_with_eval": full / floor,
+        }
+        print(f"floor batch={batch}: {rows[str(batch or 'full')]}")
+    return rows
+
+
+def scaling(cfg, repeats: int) -> dict:
+    from mnist_regression.data.prepare import TEST_FILES, TRAIN_FILES, load_pair
+
+    raw = Path(cfg.data.raw_dir)
+    x, t = load_pair(raw, TRAIN_FILES)
+    x_test, t_test = load_pair(raw, TEST_FILES)
+    x = x.astype(np.float32) / np.float32(255)
+    x_test = x_test.astype(np.float32) / np.float32(255)
+    sizes, seconds = [2000, 5000, 18000, 60000], []
+    for n in sizes:
+        data = Dataset(
+            {"train": x[:n], "val": x_test[:2000], "test": x_test},
+            {"train": t[:n], "val": t_test[:2000], "test": t_test},
+        )
+        seconds.append(
+            statistics.median(
+                epoch_seconds(data, "softmax", cfg.optimizer.batch_size, False)
+                for _ in range(repeats)
+            )
+        )
+    slope, intercept = np.polyfit(sizes, seconds, 1)
+    fitted = np.polyval([slope, intercept], sizes)
+    r2 = 1 - np.sum((seconds - fitted) ** 2) / np.sum((seconds - np.mean(seconds)) ** 2)
+    print(f"scaling: {dict(zip(sizes, seconds, strict=True))}")
+    return {
+        "sizes": sizes,
+        "epoch_s": seconds,
+        "ms_per_1000_images": 1000 * slope * 1000,
+        "intercept_ms": 1000 * intercept,
+        "r2": float(r2),
+    }
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def pipeline() -> dict:
+    dvc = str(Path(sys.executable).parent / "dvc")
+    stages = [
+        "models",
+        "seed_protocol",
+        "logistic_lr",
+        "logistic_anneal",
+        "logistic_l2",
+        "softmax_l2",
+        "report",
+    ]
+    per_stage = {
+        s: timed([dvc, "repro", "--force", "--single-item", s]) for s in stages
+    }
+    sweep = [
+        sys.executable,
+        "-m",
+        "mnist_regression.train",
+        "-m",
+        "model=softmax",
+        "model.l2=0,0.001,0.01,0.1,1",
+        "tracking.enabled=false",
+        "hydra.sweep.dir=multirun/benchmark",
+    ]
+    result = {
+        "stages_s": per_stage,
+        "after_prepare_s": sum(per_stage.values()),
+        "sweep_sequential_s": timed(sweep),
+        "sweep_2_jobs_s": timed(
+            [*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        ),
+    }
+    print(f"pipeline: {result}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["race", "floor", "tracking", "scaling", "pipeline"],
+    )
+    parser.add_argument("--out", default="reports/benchmarks")
+    args = parser.parse_args()
+    cfg = train_config(load_params())
+    results: dict = {"machine": machine()}
+    if "race" not in args.skip:
+        results["race"] = race(cfg, args.repeats)
+    if "floor" not in args.skip:
+        results["floor"] = hardware_floor(cfg, args.repeats)
+    if "scaling" not in args.skip:
+        results["scaling"] = scaling(cfg, args.repeats)
+    if "tracking" not in args.skip:
+        from .tracking_overhead import measure
+
+        results["tracking"] = measure(["softmax"], repeats=1)
+    if "pipeline" not in args.skip:
+        results["pipeline"] = pipeline()
+    write_report(results, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
