@@ -93,6 +93,7 @@ class StudyConfig:
 class TrainConfig:
     seed: int = MISSING
     progress: bool | None = MISSING
+    output_dir: str | None = MISSING
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

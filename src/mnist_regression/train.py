@@ -27,6 +27,14 @@ from .tracking import raise_on_sigterm
 from .training import DivergenceError
 
 
+def output_dir(cfg: DictConfig, hydra_cfg, multirun: bool) -> Path:
+    """``output_dir`` (one numbered folder per multirun job), else Hydra's own."""
+    if cfg.output_dir is None:
+        return Path(hydra_cfg.runtime.output_dir)
+    directory = Path(cfg.output_dir)
+    return directory / str(hydra_cfg.job.num) if multirun else directory
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
@@ -42,10 +50,10 @@ def main(cfg: DictConfig) -> float | None:
         cfg = train_config(cfg)
         if cfg.progress is None and multirun:
             cfg.progress = False
-        label = " ".join(overrides)
+        label = " ".join(o for o in overrides if not o.startswith("output_dir="))
         run_name = " ".join([cfg.model.name.value, label]).strip()
         result = run_training(cfg, run_name, tags)
-        save_results(result, Path(hydra_cfg.runtime.output_dir), label)
+        save_results(result, output_dir(cfg, hydra_cfg, multirun), label)
     except DivergenceError as err:
         print(f"error: {err}", file=sys.stderr)
         if multirun:
