@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def app(data_cfg, tmp_path):
-    """The app on the tiny data set, tracked in tmp_path: (launch, MLflow client)."""
+    """The app on the tiny data set, tracked in tmp_path."""
     prepare(data_cfg, seed=0)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     (tmp_path / "mlruns").mkdir()
@@ -31,14 +32,18 @@ def app(data_cfg, tmp_path):
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
 
-    def launch(*overrides, check=True):
+    def command(*overrides) -> list[str]:
         flags = [o for o in overrides if o.startswith("-")]
-        args = [*base[:3], *flags, *base[3:], *(o for o in overrides if o not in flags)]
-        if check:
-            return run(args, tmp_path)
-        return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True)
+        return [*base[:3], *flags, *base[3:], *(o for o in overrides if o not in flags)]
 
-    return launch, MlflowClient(uri)
+    def launch(*overrides, check=True):
+        if check:
+            return run(command(*overrides), tmp_path)
+        return subprocess.run(
+            command(*overrides), cwd=tmp_path, capture_output=True, text=True
+        )
+
+    return SimpleNamespace(command=command, launch=launch, client=MlflowClient(uri))
 
 
 def runs_of(client):
@@ -47,7 +52,7 @@ def runs_of(client):
 
 
 def test_a_run_records_config_metrics_tags_and_artifacts(app):
-    launch, client = app
+    launch, client = app.launch, app.client
     result = launch("optimizer.max_epochs=4", "optimizer.patience=10")
     assert "logistic" in result.stdout and "test accuracy" in result.stdout
     (record,) = runs_of(client)
@@ -73,7 +78,7 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
 
 
 def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app):
-    launch, client = app
+    launch, client = app.launch, app.client
     result = launch(
         "-m",
         "model=softmax",
@@ -109,7 +114,7 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app):
     ],
 )
 def test_bad_config_fails_before_training_without_traceback(app, override, message):
-    launch, client = app
+    launch, client = app.launch, app.client
     result = launch(override, check=False)
     assert result.returncode == 1
     assert message in result.stderr
@@ -118,21 +123,14 @@ def test_bad_config_fails_before_training_without_traceback(app, override, messa
     assert experiment is None or not runs_of(client)
 
 
-def test_sigterm_ends_the_run_as_killed(app, tmp_path, data_cfg):
-    launch, client = app
-    uri = client.tracking_uri
+def test_sigterm_ends_the_run_as_killed(app, tmp_path):
+    client = app.client
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnist_regression.train",
-            f"data.prepared_dir={data_cfg.prepared_dir}",
-            f"tracking.uri={uri}",
-            f"hydra.run.dir={tmp_path / 'outputs'}",
+        app.command(
             "optimizer.max_epochs=100000000",
             "optimizer.patience=100000000",
             "optimizer.lr=0.0001",
-        ],
+        ),
         cwd=tmp_path,
         env={"PATH": f"{BIN}:/usr/bin:/bin"},
     )
