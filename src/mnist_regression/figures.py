@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plots import plt, weight_images
+from .plots import LOSS_LABEL, draw_curves, plt, weight_images
 from .results import Job
-
-LOSS_LABEL = "mean cross-entropy (nats)"
 
 
 def _lambda_axis(ax, values) -> None:
@@ -45,22 +43,10 @@ def annealing(jobs: list[Job]):
     for row, job in zip(axes, jobs, strict=True):
         k = job.param("optimizer.anneal_k")
         schedule = "constant rate" if k == 0 else f"lr / (1 + {k:g} t)"
-        for split, color in (("train", "C0"), ("val", "C1"), ("test", "C2")):
-            epochs = job.history.epoch
-            row[0].plot(
-                epochs, job.history.metrics[f"{split}_loss"], color, label=split
-            )
-            accuracy = 100 * np.asarray(job.history.metrics[f"{split}_accuracy"])
-            row[1].plot(epochs, accuracy, color, label=split)
-        row[0].set_ylabel(LOSS_LABEL)
-        row[1].set_ylabel("accuracy (%)")
+        draw_curves(row[0], row[1], job.history)
         row[1].set_ylim(90, 100)
         for ax in row:
-            ax.axvline(job.history.best_epoch, color="grey", ls=":", label="best epoch")
             ax.set_title(f"{schedule}, lr = {job.param('optimizer.lr'):g}")
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-            ax.legend()
     fig.suptitle("Logistic regression, 2 vs 3: constant against annealed rate")
     fig.tight_layout()
     return fig

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from .models import LinearModel  # noqa: E402
 from .training import SPLITS, History  # noqa: E402
 
+LOSS_LABEL = "mean cross-entropy (nats)"
 SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 
@@ -52,9 +53,8 @@ def weights_figure(model: LinearModel, labels: list[str], title: str):
     return fig
 
 
-def curves_figure(history: History, title: str):
-    """Loss and accuracy per epoch for the three splits, best epoch marked."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+def draw_curves(ax_loss, ax_acc, history: History) -> None:
+    """Loss and accuracy per epoch of the three splits, the best epoch marked."""
     for split in SPLITS:
         color = SPLIT_COLORS[split]
         ax_loss.plot(
@@ -67,8 +67,13 @@ def curves_figure(history: History, title: str):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_loss.set_ylabel("mean cross-entropy (nats)")
+    ax_loss.set_ylabel(LOSS_LABEL)
     ax_acc.set_ylabel("accuracy (%)")
+
+
+def curves_figure(history: History, title: str):
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    draw_curves(ax_loss, ax_acc, history)
     ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
     fig.suptitle(title)
     fig.tight_layout()
