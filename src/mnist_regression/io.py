@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +16,15 @@ import numpy as np
 
 # A fixed timestamp keeps .npz archives byte-identical from one run to the next.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def make_readable(path: str | Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from . import plots
 from .data.prepare import load_task
-from .io import atomic_write, save_json, save_npz
+from .io import atomic_write, save_json, save_npz, sha256_of
 from .models import LinearModel
 from .tracking import open_run, project_root
 from .training import SPLITS, Dataset, History, Schedule, train
@@ -64,10 +63,6 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def run_training(
     cfg: DictConfig, run_name: str | None = None, tags: Mapping[str, str] | None = None
 ) -> RunResult:
@@ -83,7 +78,7 @@ def run_training(
         "model": kind,
         "task": task,
         "git_commit": git_commit(),
-        "data_sha256": file_sha256(Path(cfg.data.prepared_dir) / f"{task}.npz"),
+        "data_sha256": sha256_of(Path(cfg.data.prepared_dir) / f"{task}.npz"),
         **(tags or {}),
     }
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
@@ -142,7 +137,7 @@ def log_artifacts(run, model, history, labels, resolved, title) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        np.savez(out / "weights.npz", weights=model.weights, bias=model.bias)
+        save_npz(out / "weights.npz", {"weights": model.weights, "bias": model.bias})
         plots.save_weight_pngs(model, labels, out / "weights")
         plots.save(
             plots.weights_figure(model, labels, f"weights: {title}"),

