@@ -6,7 +6,6 @@ seed study's own published figures are constants, in ``SEED_STUDY``.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from . import figures, losses
 from .data.prepare import load_task
 from .io import atomic_write, save_json
 from .plots import curves_figure, save
-from .results import Job, read_stage
+from .results import Job, read_stage, write_histories
 
 # What the seed study reported (its write-up; not computed here).
 SEED_STUDY = {
@@ -70,17 +69,9 @@ def sweep_metrics(jobs: list[Job], key: str) -> dict:
 
 
 def write_plot_data(path: Path, jobs: list[Job], key: str) -> None:
-    """Long-format CSV of every job's history, labelled by the varied parameter."""
+    """Every job's history in one CSV, labelled by the varied parameter."""
     name = key.split(".")[-1]
-    with atomic_write(path, "w") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        metrics = list(jobs[0].history.metrics)
-        writer.writerow(["run", "epoch", *metrics])
-        for job in jobs:
-            label = f"{name}={job.param(key)}"
-            h = job.history
-            for i, epoch in enumerate(h.epoch):
-                writer.writerow([label, epoch, *(h.metrics[m][i] for m in metrics)])
+    write_histories(path, [(f"{name}={job.param(key)}", job.history) for job in jobs])
 
 
 def pct(value: float) -> str:

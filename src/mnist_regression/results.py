@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import atomic_write
 from .models import LinearModel
 from .training import History
 
@@ -26,6 +27,18 @@ class Job:
         for key in dotted.split("."):
             value = value[key]
         return value
+
+
+def write_histories(path: Path, labelled: list[tuple[str, History]]) -> None:
+    """Histories as long-format CSV: run label, epoch, then one column per metric."""
+    with atomic_write(path, "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        metrics = list(labelled[0][1].metrics)
+        writer.writerow(["run", "epoch", *metrics])
+        for label, history in labelled:
+            for i, epoch in enumerate(history.epoch):
+                values = (history.metrics[m][i] for m in metrics)
+                writer.writerow([label, epoch, *values])
 
 
 def read_history(path: Path, best_epoch: int) -> History:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 import tempfile
@@ -16,8 +15,9 @@ from tqdm import tqdm
 
 from . import plots
 from .data.prepare import load_task
-from .io import atomic_write, save_json, save_npz, sha256_of
+from .io import save_json, save_npz, sha256_of
 from .models import LinearModel
+from .results import write_histories
 from .tracking import open_run, project_root
 from .training import SPLITS, Dataset, History, Schedule, train
 
@@ -113,11 +113,7 @@ def run_training(
 def save_results(result: RunResult, directory: Path, label: str) -> None:
     """The run's DVC outputs: history.csv, metrics.json and weights.npz."""
     history = result.history
-    with atomic_write(directory / "history.csv", "w") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["run", "epoch", *history.metrics])
-        for i, epoch in enumerate(history.epoch):
-            writer.writerow([label, epoch, *(v[i] for v in history.metrics.values())])
+    write_histories(directory / "history.csv", [(label, history)])
     save_json(
         directory / "metrics.json",
         {
