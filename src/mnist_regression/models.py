@@ -62,11 +62,12 @@ class LinearModel:
         ``z``, if given, are the logits of ``x`` under the current weights.
         """
         z = self.logits(x) if z is None else z
+        return self._data_loss(z, t), float(np.mean(self._classes(z) == t))
+
+    def _data_loss(self, z: np.ndarray, t: np.ndarray) -> float:
         if self.kind == "logistic":
-            loss = losses.logistic_loss(z, t)
-        else:
-            loss = losses.softmax_loss(z, t)
-        return loss, float(np.mean(self._classes(z) == t))
+            return losses.logistic_loss(z, t)
+        return losses.softmax_loss(z, t)
 
     def loss_and_grad(
         self,
@@ -74,27 +75,40 @@ class LinearModel:
         t: np.ndarray,
         l2: float = 0.0,
         l2_bias: bool = False,
-        z: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
-        """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t).
+        """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t)."""
+        z = self.logits(x)
+        loss = self._data_loss(z, t)
+        if l2:
+            loss += 0.5 * l2 * float(np.vdot(self.weights, self.weights))
+            if l2_bias:
+                loss += 0.5 * l2 * float(np.vdot(self.bias, self.bias))
+        return (loss, *self.gradients(x, t, l2, l2_bias, z))
+
+    def gradients(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        l2: float = 0.0,
+        l2_bias: bool = False,
+        z: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(dJ/dW, dJ/db) on the batch (x, t), without computing J itself.
 
         ``z``, if given, are the logits of ``x`` under the current weights.
         """
         z = self.logits(x) if z is None else z
         if self.kind == "logistic":
-            loss, dz = losses.logistic_loss_grad(z, t)
-            dz = dz[:, None]
+            dz = losses.logistic_grad(z, t)[:, None]
         else:
-            loss, dz = losses.softmax_loss_grad(z, t)
+            dz = losses.softmax_grad(z, t)
         grad_w = x.T @ dz
         grad_b = dz.sum(axis=0)
         if l2:
-            loss += 0.5 * l2 * float(np.vdot(self.weights, self.weights))
             grad_w += l2 * self.weights
             if l2_bias:
-                loss += 0.5 * l2 * float(np.vdot(self.bias, self.bias))
                 grad_b += l2 * self.bias
-        return loss, grad_w, grad_b
+        return grad_w, grad_b
 
     def weight_norm(self) -> float:
         """Euclidean length of W (the bias excluded)."""

@@ -140,12 +140,14 @@ def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> Histor
 
     def update(xb: np.ndarray, tb: np.ndarray, z: np.ndarray | None = None) -> None:
         nonlocal step
-        loss, grad_w, grad_b = model.loss_and_grad(xb, tb, l2, l2_bias, z)
-        if not np.isfinite(loss):
-            raise FloatingPointError("non-finite loss")
+        # A diverging step raises here: logits() checks that z is finite, and
+        # the arithmetic runs under np.errstate(raise).
+        grad_w, grad_b = model.gradients(xb, tb, l2, l2_bias, z)
         rate = schedule.rate(step)
-        model.weights -= rate * grad_w
-        model.bias -= rate * grad_b
+        grad_w *= rate
+        grad_b *= rate
+        model.weights -= grad_w
+        model.bias -= grad_b
         step += 1
 
     # Full batch: the logits of an epoch's evaluation feed the next epoch's step.
