@@ -30,6 +30,9 @@ from .report import write_report
 
 TARGETS = {"softmax": 0.915, "logistic": 0.975}
 TASKS = {"softmax": "multiclass", "logistic": "binary"}
+# A rate above the default's stability margin: it wins the race, and
+# ``rate_tradeoff`` measures what it costs the study's lambda sweeps.
+FAST_LR = 0.5
 
 
 def summary(samples: list[float]) -> dict:
@@ -71,10 +74,13 @@ def race(cfg, repeats: int) -> dict:
         entry: dict = {"target": target, "schedule": dict(cfg.optimizer)}
         traces = [trainers.ours(data, kind, schedule, seed) for seed in range(repeats)]
         entry["ours"] = timings(traces, target)
-        sk_trace, converged = trainers.sklearn_lbfgs(
-            data, [2, 4, 8, 16, 32, 64, 128, 256, 512]
-        )
+        fast = Schedule(**{**cfg.optimizer, "lr": FAST_LR})
+        traces = [trainers.ours(data, kind, fast, seed) for seed in range(repeats)]
+        entry["ours_fast"] = {**timings(traces, target), "lr": FAST_LR}
+        sk_trace, converged = trainers.sklearn_lbfgs(data, target, repeats)
         entry["sklearn"] = {**timings([sk_trace], target), "converged": converged}
+        seconds = converged["seconds_to_target"]
+        entry["sklearn"]["time_to_target"] = summary(seconds) if seconds else None
         try:
             torch_traces = [
                 trainers.torch_sgd(data, kind, schedule, target, seed)
@@ -86,6 +92,28 @@ def race(cfg, repeats: int) -> dict:
         results[kind] = entry
         reached = {k: entry[k] and entry[k]["time_to_target"] for k in trainers.NAMES}
         print(f"race {kind}: {reached}")
+    return results
+
+
+def rate_tradeoff(cfg) -> dict:
+    """Best validation accuracy over the study's lambda grid, at the default rate
+    and at FAST_LR: what the faster rate costs the sweeps."""
+    grid = [float(v) for v in str(cfg.study.l2_grid).split(",")]
+    results: dict = {"l2": grid}
+    for kind in TARGETS:
+        data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, TASKS[kind]))
+        for lr in (cfg.optimizer.lr, FAST_LR):
+            schedule = Schedule(**{**cfg.optimizer, "lr": lr})
+            accuracies = []
+            for l2 in grid:
+                model = LinearModel.zeros(
+                    kind, data.x["train"].shape[1], data.n_classes
+                )
+                rng = np.random.default_rng(cfg.seed)
+                history = train(model, data, schedule, rng, l2, cfg.model.l2_bias)
+                accuracies.append(history.at(history.best_epoch)["val_accuracy"])
+            results[f"{kind} lr={lr:g}"] = accuracies
+            print(f"tradeoff {kind} lr={lr:g}: {accuracies}")
     return results
 
 
@@ -114,27 +142,45 @@ def epoch_seconds(data: Dataset, kind: str, batch: int | None, evaluate: bool) -
     return (run(6) - run(1)) / 5
 
 
-def floor_seconds(x: np.ndarray, k: int, batch: int | None, repeats: int) -> float:
-    """The forward and backward products of one epoch, timed alone."""
+def floor_seconds(
+    x: np.ndarray, k: int, batch: int | None, repeats: int
+) -> tuple[float, float]:
+    """The forward and backward products of one epoch, and the shuffle's gather of
+    its batches, each timed alone; medians over ``repeats``.
+
+    The products use the trainer's layouts: row-major batches and weights, and
+    the logits' gradient as a (k, n) array seen through its transpose.
+    """
     n = len(x)
     size = batch or n
     weights = np.zeros((x.shape[1], k), np.float32)
-    dz = np.ones((size, k), np.float32)
+    dz = np.ones((k, size), np.float32).T
     batches = [np.ascontiguousarray(x[i : i + size]) for i in range(0, n, size)]
+    order = np.random.default_rng(0).permutation(n)
 
-    def epoch() -> None:
+    def products() -> None:
         for xb in batches:
             xb @ weights
             xb.T @ dz[: len(xb)]
 
-    return statistics.median(timeit.repeat(epoch, number=1, repeat=repeats))
+    def gather() -> None:
+        for start in range(0, n, size):
+            x[order[start : start + size]]
+
+    def median(function) -> float:
+        return statistics.median(timeit.repeat(function, number=1, repeat=repeats))
+
+    return median(products), median(gather) if batch else 0.0
 
 
 def hardware_floor(cfg, repeats: int) -> dict:
     data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
     rows = {}
     for batch in (None, 512, 128, 32):
-        floor = floor_seconds(data.x["train"], data.n_classes, batch, repeats)
+        # The floors are short: more repeats steady them at no real cost.
+        floor, gather = floor_seconds(
+            data.x["train"], data.n_classes, batch, 5 * repeats
+        )
         steps = statistics.median(
             epoch_seconds(data, "softmax", batch, False) for _ in range(repeats)
         )
@@ -143,9 +189,11 @@ def hardware_floor(cfg, repeats: int) -> dict:
         )
         rows[str(batch or "full")] = {
             "floor_s": floor,
+            "gather_s": gather,
             "epoch_s": steps,
             "epoch_with_eval_s": full,
             "ratio": steps / floor,
+            "ratio_with_gather": steps / (floor + gather),
             "ratio_with_eval": full / floor,
         }
         print(f"floor batch={batch}: {rows[str(batch or 'full')]}")
@@ -234,7 +282,7 @@ def main() -> None:
         "--skip",
         nargs="*",
         default=[],
-        choices=["race", "floor", "tracking", "scaling", "pipeline"],
+        choices=["race", "tradeoff", "floor", "tracking", "scaling", "pipeline"],
     )
     parser.add_argument("--out", default="reports/benchmarks")
     args = parser.parse_args()
@@ -242,6 +290,8 @@ def main() -> None:
     results: dict = {"machine": machine()}
     if "race" not in args.skip:
         results["race"] = race(cfg, args.repeats)
+    if "tradeoff" not in args.skip:
+        results["tradeoff"] = rate_tradeoff(cfg)
     if "floor" not in args.skip:
         results["floor"] = hardware_floor(cfg, args.repeats)
     if "scaling" not in args.skip:
