@@ -24,8 +24,8 @@ test: $(STAMP)  ## set up .venv and run the test suite
 	$(BIN)/pytest
 
 lint: $(STAMP)  ## ruff lint and format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 bench: $(STAMP)  ## install the benchmark extras, then run benchmarks/ (about 10 min)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -46,6 +46,10 @@ def fmt(stat: dict | None) -> str:
     )
 
 
+def spread(stat: dict) -> str:
+    return f"{stat['median']:.2f} ({stat['min']:.2f}-{stat['max']:.2f})"
+
+
 def ratio(other: dict | None, ours: dict | None) -> str:
     if not other or not ours:
         return "n/a"
@@ -117,11 +121,11 @@ def goal_lines(results: dict) -> list[str]:
     for batch in ("512", "full"):
         row = results.get("floor", {}).get(batch)
         if row:
-            met = "met" if row["ratio"] <= 2 else "missed"
+            met = "met" if row["ratio"]["median"] <= 2 else "missed"
             rows.append(
                 (
                     f"epoch within 2x of the products, batch {batch}",
-                    f"{row['ratio']:.2f}",
+                    spread(row["ratio"]),
                     met,
                 )
             )
@@ -175,8 +179,11 @@ def write_report(results: dict, out: Path) -> None:
             "## Against the hardware floor (softmax, 18,000 images)",
             "",
             "Bare products: the forward and backward matrix products of one epoch, "
-            "timed alone. Gather: the copy of each shuffled batch out of the "
-            "training set, timed alone.",
+            "timed alone (best of 3). Gather: the copy of each shuffled batch out "
+            "of the training set, timed alone (best of 3). Our epoch: the median "
+            "epoch of a 5-epoch run, less one evaluation of every split. Each "
+            "repeat times the floor and the epoch back to back; ratios are the "
+            "median (min-max) of those pairs.",
             "",
             "| batch | bare products | gather | our epoch | ratio to products "
             "| ratio to products + gather | epoch with evaluation | ratio |",
@@ -186,9 +193,9 @@ def write_report(results: dict, out: Path) -> None:
             lines.append(
                 f"| {batch} | {1000 * r['floor_s']:.1f} ms | "
                 f"{1000 * r['gather_s']:.1f} ms | {1000 * r['epoch_s']:.1f} ms | "
-                f"{r['ratio']:.2f} | {r['ratio_with_gather']:.2f} | "
+                f"{spread(r['ratio'])} | {spread(r['ratio_with_gather'])} | "
                 f"{1000 * r['epoch_with_eval_s']:.1f} ms | "
-                f"{r['ratio_with_eval']:.2f} |"
+                f"{spread(r['ratio_with_eval'])} |"
             )
         lines.append("")
     if "scaling" in results:
@@ -209,7 +216,9 @@ def write_report(results: dict, out: Path) -> None:
         lines += ["## Tracking overhead (1,000 full-batch epochs)", ""]
         for model, modes in results["tracking"].items():
             cells = ", ".join(
-                f"{name} {row['seconds']:.2f} s ({row['overhead_pct']:+.1f}%)"
+                f"{name} {row['seconds']:.2f} s "
+                f"({row['spread'][0]:.2f}-{row['spread'][1]:.2f}, "
+                f"{row['overhead_pct']:+.1f}%)"
                 for name, row in modes.items()
             )
             lines.append(f"- {model}: {cells}")

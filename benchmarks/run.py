@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_info
 from mnist_regression.config import load_params, train_config
 from mnist_regression.data.prepare import load_task
 from mnist_regression.models import LinearModel
-from mnist_regression.training import Dataset, Schedule, train
+from mnist_regression.training import Dataset, Schedule, evaluate, train
 
 from . import trainers
 from .report import write_report
@@ -128,25 +128,39 @@ def timings(traces: list[trainers.Trace], target: float) -> dict:
     }
 
 
-def epoch_seconds(data: Dataset, kind: str, batch: int | None, evaluate: bool) -> float:
-    """Seconds per epoch of our trainer: 6 epochs minus 1, over 5."""
-
-    def run(epochs: int) -> float:
-        model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
-        every = 1 if evaluate else 10**6
-        schedule = Schedule(0.01, batch, 0.0, epochs, 10**6, every)
-        start = time.perf_counter()
-        train(model, data, schedule, np.random.default_rng(0))
-        return time.perf_counter() - start
-
-    return (run(6) - run(1)) / 5
-
-
-def floor_seconds(
-    x: np.ndarray, k: int, batch: int | None, repeats: int
+def epoch_seconds(
+    data: Dataset, kind: str, batch: int | None, epochs: int = 5
 ) -> tuple[float, float]:
+    """Seconds per epoch of our trainer, without and with evaluation.
+
+    Timed from inside one run: the ``on_eval`` callback stamps each evaluation, so
+    an interval between two stamps is one epoch plus one evaluation, and one run
+    evaluating every epoch gives both: the median interval, and that minus the
+    median time of an evaluation alone.
+    """
+    model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
+    schedule = Schedule(0.01, batch, 0.0, epochs, 10**6, 1)
+    stamps: list[float] = []
+    train(
+        model,
+        data,
+        schedule,
+        np.random.default_rng(0),
+        on_eval=lambda *_: stamps.append(time.perf_counter()),
+    )
+    with_eval = statistics.median(np.diff(stamps))
+    # At full batch the step reuses the evaluation's training logits: only the
+    # other splits are evaluation's own cost.
+    z = model.logits(data.x["train"]) if batch is None else None
+    evaluation = statistics.median(
+        timeit.repeat(lambda: evaluate(model, data, z), number=1, repeat=epochs)
+    )
+    return with_eval - evaluation, with_eval
+
+
+def floor_seconds(x: np.ndarray, k: int, batch: int | None) -> tuple[float, float]:
     """The forward and backward products of one epoch, and the shuffle's gather of
-    its batches, each timed alone; medians over ``repeats``.
+    its batches, each timed alone (the best of 3).
 
     The products use the trainer's layouts: row-major batches and weights, and
     the logits' gradient as a (k, n) array seen through its transpose.
@@ -167,34 +181,37 @@ def floor_seconds(
         for start in range(0, n, size):
             x[order[start : start + size]]
 
-    def median(function) -> float:
-        return statistics.median(timeit.repeat(function, number=1, repeat=repeats))
+    def best(function) -> float:
+        return min(timeit.repeat(function, number=1, repeat=3))
 
-    return median(products), median(gather) if batch else 0.0
+    return best(products), best(gather) if batch else 0.0
 
 
 def hardware_floor(cfg, repeats: int) -> dict:
+    """Our epoch against the bare products, measured in pairs: each repeat times
+    the floor and then the epoch, so both see the same machine load, and the
+    ratios are the medians of the paired ratios."""
     data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
     rows = {}
     for batch in (None, 512, 128, 32):
-        # The floors are short: more repeats steady them at no real cost.
-        floor, gather = floor_seconds(
-            data.x["train"], data.n_classes, batch, 5 * repeats
-        )
-        steps = statistics.median(
-            epoch_seconds(data, "softmax", batch, False) for _ in range(repeats)
-        )
-        full = statistics.median(
-            epoch_seconds(data, "softmax", batch, True) for _ in range(repeats)
-        )
+        samples = []
+        for _ in range(repeats):
+            floor, gather = floor_seconds(data.x["train"], data.n_classes, batch)
+            steps, with_eval = epoch_seconds(data, "softmax", batch)
+            samples.append((floor, gather, steps, with_eval))
+        floor, gather, steps, with_eval = (list(c) for c in zip(*samples, strict=True))
         rows[str(batch or "full")] = {
-            "floor_s": floor,
-            "gather_s": gather,
-            "epoch_s": steps,
-            "epoch_with_eval_s": full,
-            "ratio": steps / floor,
-            "ratio_with_gather": steps / (floor + gather),
-            "ratio_with_eval": full / floor,
+            "floor_s": statistics.median(floor),
+            "gather_s": statistics.median(gather),
+            "epoch_s": statistics.median(steps),
+            "epoch_with_eval_s": statistics.median(with_eval),
+            "ratio": summary([s / f for s, f in zip(steps, floor, strict=True)]),
+            "ratio_with_gather": summary(
+                [s / (f + g) for s, f, g in zip(steps, floor, gather, strict=True)]
+            ),
+            "ratio_with_eval": summary(
+                [e / f for e, f in zip(with_eval, floor, strict=True)]
+            ),
         }
         print(f"floor batch={batch}: {rows[str(batch or 'full')]}")
     return rows
@@ -216,7 +233,7 @@ def scaling(cfg, repeats: int) -> dict:
         )
         seconds.append(
             statistics.median(
-                epoch_seconds(data, "softmax", cfg.optimizer.batch_size, False)
+                epoch_seconds(data, "softmax", cfg.optimizer.batch_size)[0]
                 for _ in range(repeats)
             )
         )
@@ -299,7 +316,7 @@ def main() -> None:
     if "tracking" not in args.skip:
         from .tracking_overhead import measure
 
-        results["tracking"] = measure(["softmax"], repeats=1)
+        results["tracking"] = measure(["softmax"], args.repeats)
     if "pipeline" not in args.skip:
         results["pipeline"] = pipeline()
     write_report(results, Path(args.out))

@@ -51,17 +51,22 @@ def measure(models: list[str], repeats: int) -> dict:
         store = Path(tmp)
         run_training(configure("logistic", store, MODES["metrics"]))  # warm-up
         for model in models:
-            times = {}
-            for name, mode in MODES.items():
-                samples = []
-                for _ in range(repeats):
+            # Modes take turns within each repeat, so a slow spell of the machine
+            # falls on all of them rather than on one.
+            samples: dict[str, list[float]] = {name: [] for name in MODES}
+            for _ in range(repeats):
+                for name, mode in MODES.items():
                     cfg = configure(model, store, mode)
                     start = time.perf_counter()
                     run_training(cfg)
-                    samples.append(time.perf_counter() - start)
-                times[name] = statistics.median(samples)
+                    samples[name].append(time.perf_counter() - start)
+            times = {name: statistics.median(s) for name, s in samples.items()}
             results[model] = {
-                name: {"seconds": t, "overhead_pct": 100 * (t / times["off"] - 1)}
+                name: {
+                    "seconds": t,
+                    "spread": [min(samples[name]), max(samples[name])],
+                    "overhead_pct": 100 * (t / times["off"] - 1),
+                }
                 for name, t in times.items()
             }
     return results
