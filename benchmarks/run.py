@@ -1,5 +1,6 @@
 """The benchmark suite: ``python -m benchmarks.run`` (or ``make bench``) after
-``dvc repro prepare``. Writes reports/benchmarks.{md,json,png}.
+``dvc repro prepare``. Writes reports/benchmarks.{md,json,png}; ``--only PART``
+measures some parts again and keeps the last results of the others.
 
 Timings are medians over ``--repeats`` runs with their spread (min-max); all run
 in this one process on this machine's cores.
@@ -8,6 +9,7 @@ in this one process on this machine's cores.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 import timeit
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -292,34 +295,47 @@ def pipeline() -> dict:
     return result
 
 
+PARTS = ["race", "tradeoff", "floor", "scaling", "tracking", "pipeline"]
+
+
+def measure_part(part: str, cfg, repeats: int):
+    if part == "race":
+        return race(cfg, repeats)
+    if part == "tradeoff":
+        return rate_tradeoff(cfg)
+    if part == "floor":
+        return hardware_floor(cfg, repeats)
+    if part == "scaling":
+        return scaling(cfg, repeats)
+    if part == "tracking":
+        from .tracking_overhead import measure
+
+        return measure(["softmax"], repeats)
+    return pipeline()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--skip",
-        nargs="*",
-        default=[],
-        choices=["race", "tradeoff", "floor", "tracking", "scaling", "pipeline"],
+        "--only", nargs="+", choices=PARTS, help="measure these parts only"
     )
+    parser.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     parser.add_argument("--out", default="reports/benchmarks")
     args = parser.parse_args()
     cfg = train_config(load_params())
-    results: dict = {"machine": machine()}
-    if "race" not in args.skip:
-        results["race"] = race(cfg, args.repeats)
-    if "tradeoff" not in args.skip:
-        results["tradeoff"] = rate_tradeoff(cfg)
-    if "floor" not in args.skip:
-        results["floor"] = hardware_floor(cfg, args.repeats)
-    if "scaling" not in args.skip:
-        results["scaling"] = scaling(cfg, args.repeats)
-    if "tracking" not in args.skip:
-        from .tracking_overhead import measure
-
-        results["tracking"] = measure(["softmax"], args.repeats)
-    if "pipeline" not in args.skip:
-        results["pipeline"] = pipeline()
-    write_report(results, Path(args.out))
+    out = Path(args.out)
+    # Parts not measured this time keep their last results, with their date.
+    previous = out.with_suffix(".json")
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
+    results["machine"] = machine()
+    results.setdefault("measured", {})
+    for part in args.only or PARTS:
+        if part in args.skip:
+            continue
+        results[part] = measure_part(part, cfg, args.repeats)
+        results["measured"][part] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    write_report(results, out)
 
 
 if __name__ == "__main__":

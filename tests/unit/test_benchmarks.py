@@ -67,7 +67,9 @@ def test_goals_are_marked_met_or_missed():
         },
         "floor": {"512": {"ratio": stat(2.4)}, "full": {"ratio": stat(1.3)}},
         "tracking": {
-            "softmax": {"off": {"overhead_pct": 0.0}, "on": {"overhead_pct": 4}}
+            "softmax": {
+                "metrics+artifacts": {"accounted_pct": 4.0, "overhead_pct": 12.0}
+            }
         },
     }
     table = "\n".join(report.goal_lines(results))
@@ -75,4 +77,7 @@ def test_goals_are_marked_met_or_missed():
     assert "| softmax: not slower than PyTorch | 1.50x | met |" in table
     assert "batch 512 | 2.40 (2.40-2.40) | missed |" in table
     assert "batch full | 1.30 (1.30-1.30) | met |" in table
-    assert "| tracking overhead under 10%, softmax | +4.0% | met |" in table
+    assert (
+        "| tracking overhead under 10%, softmax "
+        "| +4.0% in tracking code, +12.0% wall time | met |"
+    ) in table
