@@ -29,7 +29,7 @@ from mnist_regression.models import LinearModel
 from mnist_regression.training import Dataset, Schedule, evaluate, train
 
 from . import trainers
-from .report import write_report
+from .report import PARTS, write_report
 
 TARGETS = {"softmax": 0.915, "logistic": 0.975}
 TASKS = {"softmax": "multiclass", "logistic": "binary"}
@@ -293,9 +293,6 @@ def pipeline() -> dict:
     }
     print(f"pipeline: {result}")
     return result
-
-
-PARTS = ["race", "tradeoff", "floor", "scaling", "tracking", "pipeline"]
 
 
 def measure_part(part: str, cfg, repeats: int):
