@@ -1,8 +1,9 @@
 """Mean cross-entropy losses computed from logits, with their gradients.
 
 Shapes: ``z`` (n,) logits of the positive class for the logistic loss, (n, k)
-for softmax; ``t`` (n,) integer targets. Each function returns the mean loss and
-its gradient with respect to ``z`` (already divided by n), from one forward pass:
+for softmax; ``t`` (n,) integer targets. ``*_loss`` returns the mean loss,
+``*_grad`` its gradient with respect to ``z`` (already divided by n; a training
+step needs only this), ``*_loss_grad`` both:
 
     logistic:  L = mean_i [ log(1 + exp(z_i)) - t_i z_i ]
                dL/dz_i = (y_i - t_i) / n
