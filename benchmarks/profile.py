@@ -18,6 +18,26 @@ from mnist_regression.models import LinearModel
 from mnist_regression.training import Dataset, Schedule, train
 
 
+def profile(cfg, batch: int | None, epochs: int, evaluate: bool) -> Profiler:
+    """pyinstrument's profile of ``epochs`` epochs of softmax regression."""
+    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
+    every = 1 if evaluate else epochs
+    schedule = Schedule(cfg.optimizer.lr, batch, 0.0, epochs, 10**6, every)
+    model = LinearModel.zeros("softmax", data.x["train"].shape[1], data.n_classes)
+    profiler = Profiler(interval=0.0005)
+    with profiler:
+        train(model, data, schedule, np.random.default_rng(0))
+    return profiler
+
+
+def call_tree(profiler: Profiler) -> str:
+    """The call tree without pyinstrument's banner."""
+    text = profiler.output_text(unicode=True, show_all=False, color=False)
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line[:1].isdigit())
+    return "\n".join(lines[start:]).strip("\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", default="128", help="a batch size, or 'full'")
@@ -27,16 +47,10 @@ def main() -> None:
     )
     parser.add_argument("--html", help="also write pyinstrument's HTML view here")
     args = parser.parse_args()
-    cfg = train_config(load_params())
-    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
     batch = None if args.batch == "full" else int(args.batch)
-    every = args.epochs if args.no_eval else 1
-    schedule = Schedule(cfg.optimizer.lr, batch, 0.0, args.epochs, 10**6, every)
-    model = LinearModel.zeros("softmax", data.x["train"].shape[1], data.n_classes)
-    profiler = Profiler(interval=0.0005)
-    with profiler:
-        train(model, data, schedule, np.random.default_rng(0))
-    print(profiler.output_text(unicode=True, show_all=False))
+    cfg = train_config(load_params())
+    profiler = profile(cfg, batch, args.epochs, not args.no_eval)
+    print(call_tree(profiler))
     if args.html:
         with open(args.html, "w") as handle:
             handle.write(profiler.output_html())

@@ -8,7 +8,7 @@ from pathlib import Path
 from mnist_regression.io import atomic_write, save_json
 from mnist_regression.plots import plt, save
 
-PARTS = ["race", "tradeoff", "floor", "scaling", "tracking", "pipeline"]
+PARTS = ["race", "tradeoff", "floor", "profile", "scaling", "tracking", "pipeline"]
 NAMES = {
     "ours": "ours (NumPy), default config",
     "ours_fast": "ours (NumPy), lr {lr:g}",
@@ -218,6 +218,23 @@ def write_report(results: dict, out: Path) -> None:
                 f"{spread(r['ratio_with_eval'])} |"
             )
         lines.append("")
+    if "profile" in results:
+        prof = results["profile"]
+        lines += [
+            f"## Where an epoch's time goes (batch {prof['batch']}, "
+            f"{prof['epochs']} epochs, pyinstrument)",
+            "",
+            "What was found, what was changed and what was tried: "
+            "[benchmarks/README.md](../benchmarks/README.md#where-the-time-goes-and-"
+            "what-was-changed). In the tree, `[self]` of `_train` is the gather of "
+            "each shuffled batch (`x[idx]`), `[self]` of `logits` the forward "
+            "product, and `[self]` of `gradients` the backward product.",
+            "",
+            "```",
+            prof["call_tree"].strip("\n"),
+            "```",
+            "",
+        ]
     if "scaling" in results:
         s = results["scaling"]
         cells = ", ".join(

@@ -36,6 +36,8 @@ TASKS = {"softmax": "multiclass", "logistic": "binary"}
 # A rate above the default's stability margin: it wins the race, and
 # ``rate_tradeoff`` measures what it costs the study's lambda sweeps.
 FAST_LR = 0.5
+# The batch size whose epoch misses its goal against the bare products.
+PROFILE_BATCH = 512
 
 
 def summary(samples: list[float]) -> dict:
@@ -308,6 +310,14 @@ def measure_part(part: str, cfg, repeats: int):
         from .tracking_overhead import measure
 
         return measure(["softmax"], repeats)
+    if part == "profile":
+        from .profile import call_tree, profile
+
+        return {
+            "batch": PROFILE_BATCH,
+            "epochs": 20,
+            "call_tree": call_tree(profile(cfg, PROFILE_BATCH, 20, evaluate=False)),
+        }
     return pipeline()
 
 
