@@ -3,7 +3,7 @@
 Shapes: ``z`` (n,) logits of the positive class for the logistic loss, (n, k)
 for softmax; ``t`` (n,) integer targets. ``*_loss`` returns the mean loss,
 ``*_grad`` its gradient with respect to ``z`` (already divided by n; a training
-step needs only this), ``*_loss_grad`` both:
+step needs only this):
 
     logistic:  L = mean_i [ log(1 + exp(z_i)) - t_i z_i ]
                dL/dz_i = (y_i - t_i) / n
@@ -36,10 +36,6 @@ def logistic_grad(z: np.ndarray, t: np.ndarray) -> np.ndarray:
     return grad
 
 
-def logistic_loss_grad(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
-    return logistic_loss(z, t), logistic_grad(z, t)
-
-
 # The softmax functions work on the (k, n) transpose of the logits: NumPy
 # vectorises a reduction over the rows of a C-ordered array, while a reduction
 # over the 10 values of each row of an (n, 10) array runs about 10x slower.
@@ -50,9 +46,15 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return _log_softmax_t(z).T
 
 
-def _log_softmax_t(z: np.ndarray) -> np.ndarray:
+def _shifted_t(z: np.ndarray) -> np.ndarray:
+    """A (k, n) copy of z with each example's largest logit moved to 0."""
     shifted = z.T.copy()
     shifted -= shifted.max(axis=0)
+    return shifted
+
+
+def _log_softmax_t(z: np.ndarray) -> np.ndarray:
+    shifted = _shifted_t(z)
     shifted -= np.log(np.exp(shifted).sum(axis=0))
     return shifted
 
@@ -63,14 +65,9 @@ def softmax_loss(z: np.ndarray, t: np.ndarray) -> float:
 
 def softmax_grad(z: np.ndarray, t: np.ndarray) -> np.ndarray:
     """softmax(z) - onehot(t), over n, as an (n, k) view of a (k, n) array."""
-    grad = z.T.copy()
-    grad -= grad.max(axis=0)
+    grad = _shifted_t(z)
     np.exp(grad, out=grad)
     grad /= grad.sum(axis=0)
     grad[t, np.arange(len(t))] -= 1.0
     grad /= len(t)
     return grad.T
-
-
-def softmax_loss_grad(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
-    return softmax_loss(z, t), softmax_grad(z, t)
