@@ -13,14 +13,15 @@ import numpy as np
 from pyinstrument import Profiler
 
 from mnist_regression.config import load_params, train_config
-from mnist_regression.data.prepare import load_task
 from mnist_regression.models import LinearModel
-from mnist_regression.training import Dataset, Schedule, train
+from mnist_regression.training import Schedule, train
+
+from .trainers import dataset
 
 
 def profile(cfg, batch: int | None, epochs: int, evaluate: bool) -> Profiler:
     """pyinstrument's profile of ``epochs`` epochs of softmax regression."""
-    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
+    data = dataset(cfg.data.prepared_dir, "softmax")
     every = 1 if evaluate else epochs
     schedule = Schedule(cfg.optimizer.lr, batch, 0.0, epochs, 10**6, every)
     model = LinearModel.zeros("softmax", data.x["train"].shape[1], data.n_classes)

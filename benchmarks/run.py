@@ -24,7 +24,6 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from mnist_regression.config import load_params, train_config
-from mnist_regression.data.prepare import load_task
 from mnist_regression.models import LinearModel
 from mnist_regression.training import Dataset, Schedule, evaluate, train
 
@@ -32,7 +31,6 @@ from . import trainers
 from .report import PARTS, write_report
 
 TARGETS = {"softmax": 0.915, "logistic": 0.975}
-TASKS = {"softmax": "multiclass", "logistic": "binary"}
 # A rate above the default's stability margin: it wins the race, and
 # ``rate_tradeoff`` measures what it costs the study's lambda sweeps.
 FAST_LR = 0.5
@@ -74,7 +72,7 @@ def race(cfg, repeats: int) -> dict:
     """Time to the target test accuracy: ours, scikit-learn lbfgs, PyTorch SGD."""
     results = {}
     for kind, target in TARGETS.items():
-        data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, TASKS[kind]))
+        data = trainers.dataset(cfg.data.prepared_dir, kind)
         schedule = Schedule(**cfg.optimizer)
         entry: dict = {"target": target, "schedule": dict(cfg.optimizer)}
         traces = [trainers.ours(data, kind, schedule, seed) for seed in range(repeats)]
@@ -106,7 +104,7 @@ def rate_tradeoff(cfg) -> dict:
     grid = [float(v) for v in str(cfg.study.l2_grid).split(",")]
     results: dict = {"l2": grid}
     for kind in TARGETS:
-        data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, TASKS[kind]))
+        data = trainers.dataset(cfg.data.prepared_dir, kind)
         for lr in (cfg.optimizer.lr, FAST_LR):
             schedule = Schedule(**{**cfg.optimizer, "lr": lr})
             accuracies = []
@@ -196,7 +194,7 @@ def hardware_floor(cfg, repeats: int) -> dict:
     """Our epoch against the bare products, measured in pairs: each repeat times
     the floor and then the epoch, so both see the same machine load, and the
     ratios are the medians of the paired ratios."""
-    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, "multiclass"))
+    data = trainers.dataset(cfg.data.prepared_dir, "softmax")
     rows = {}
     for batch in (None, 512, 128, 32):
         samples = []

@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 
+from mnist_regression.data.prepare import load_task
 from mnist_regression.models import LinearModel
 from mnist_regression.training import Dataset, Schedule, train
 
 Trace = list[tuple[float, float]]
 NAMES = ("ours", "sklearn", "torch")
+TASKS = {"softmax": "multiclass", "logistic": "binary"}
+
+
+@functools.cache
+def dataset(prepared_dir: str, kind: str) -> Dataset:
+    """The prepared data a model kind trains on, read once per process."""
+    return Dataset.from_arrays(load_task(prepared_dir, TASKS[kind]))
 
 
 def ours(data: Dataset, kind: str, schedule: Schedule, seed: int = 0) -> Trace:
