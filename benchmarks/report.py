@@ -57,10 +57,16 @@ def spread(stat: dict) -> str:
     return f"{stat['median']:.2f} ({stat['min']:.2f}-{stat['max']:.2f})"
 
 
-def ratio(other: dict | None, ours: dict | None) -> str:
+def speedup(other: dict | None, ours: dict | None) -> float | None:
+    """How many times faster ours is, from two time-to-target summaries."""
     if not other or not ours:
-        return "n/a"
-    return f"{other['median'] / ours['median']:.1f}x"
+        return None
+    return other["median"] / ours["median"]
+
+
+def ratio(other: dict | None, ours: dict | None) -> str:
+    times = speedup(other, ours)
+    return "n/a" if times is None else f"{times:.1f}x"
 
 
 def race_lines(race: dict) -> list[str]:
@@ -115,16 +121,16 @@ def goal_lines(results: dict) -> list[str]:
         ours = race["ours"]["time_to_target"]
         sk = race["sklearn"]["time_to_target"]
         torch = (race.get("torch") or {}).get("time_to_target")
-        if ours and sk:
-            speedup = sk["median"] / ours["median"]
-            met = "met" if speedup >= 5 else "missed"
+        over_sklearn = speedup(sk, ours)
+        if over_sklearn is not None:
+            met = "met" if over_sklearn >= 5 else "missed"
             rows.append(
-                ("softmax to 91.5%: 5x faster than lbfgs", f"{speedup:.1f}x", met)
+                ("softmax to 91.5%: 5x faster than lbfgs", f"{over_sklearn:.1f}x", met)
             )
-        if ours and torch:
-            speedup = torch["median"] / ours["median"]
-            met = "met" if speedup >= 1 else "missed"
-            rows.append(("softmax: not slower than PyTorch", f"{speedup:.2f}x", met))
+        over_torch = speedup(torch, ours)
+        if over_torch is not None:
+            met = "met" if over_torch >= 1 else "missed"
+            rows.append(("softmax: not slower than PyTorch", f"{over_torch:.2f}x", met))
     for batch in ("512", "full"):
         row = results.get("floor", {}).get(batch)
         if row:
