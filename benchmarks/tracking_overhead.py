@@ -99,7 +99,9 @@ def measure(models: list[str], repeats: int) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
-        run_training(configure("logistic", store, MODES["metrics"]))  # warm-up
+        run_training(
+            configure("logistic", store, MODES["metrics"]), store / "out", "warm-up"
+        )
         for model in models:
             seconds: dict[str, list[float]] = {name: [] for name in MODES}
             inside: dict[str, list[float]] = {name: [] for name in MODES}
@@ -111,7 +113,7 @@ def measure(models: list[str], repeats: int) -> dict:
                     cfg = configure(model, store, MODES[name])
                     with Stopwatch() as stopwatch:
                         start = time.perf_counter()
-                        run_training(cfg)
+                        run_training(cfg, store / "out", name)
                         seconds[name].append(time.perf_counter() - start)
                     inside[name].append(stopwatch.seconds)
             off = seconds["off"]

@@ -7,8 +7,7 @@ type cannot express live in the ``check_*`` functions.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 
@@ -76,6 +75,7 @@ class TrackingConfig:
     uri: str | None = MISSING
     experiment: str = MISSING
     artifacts: bool = MISSING
+    retry_seconds: float = MISSING
 
 
 @dataclass
@@ -169,6 +169,17 @@ def check_training(cfg: DictConfig) -> None:
     for key in ("patience", "max_epochs", "eval_every"):
         value = opt[key]
         require(value >= 1, f"optimizer.{key}", f"must be >= 1, got {value}")
+    require(
+        cfg.tracking.retry_seconds >= 0,
+        "tracking.retry_seconds",
+        f"must be >= 0, got {cfg.tracking.retry_seconds}",
+    )
+    require(cfg.seed >= 0, "seed", f"must be >= 0 (a NumPy seed), got {cfg.seed}")
+    require(
+        cfg.study.n_jobs >= 1,
+        "study.n_jobs",
+        f"must be >= 1 (parallel jobs of a sweep), got {cfg.study.n_jobs}",
+    )
 
 
 def train_config(cfg: Any) -> DictConfig:
@@ -189,11 +200,16 @@ def load_params(
             f"{path} not found: run from the project root (`make params` writes it)"
         )
     try:
-        cfg = OmegaConf.merge(
-            OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides))
-        )
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError, OSError) as err:
+        raise ConfigError(f"{path} is unreadable ({err}): run `make params`") from None
+    try:
+        # struct: an override of a key that params.yaml lacks (a typo) is refused
+        OmegaConf.set_struct(cfg, True)
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(_describe(err, "")) from None
+    OmegaConf.set_struct(cfg, False)
     return cfg
 
 
@@ -203,15 +219,3 @@ def data_section(cfg: DictConfig) -> DictConfig:
     data = structured(DataConfig, cfg.data, "data")
     check_data(data)
     return data
-
-
-def run_cli(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's ``main(argv)``; a UserError ends it with one line on stderr."""
-    try:
-        main(sys.argv[1:])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)

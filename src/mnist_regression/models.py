@@ -113,3 +113,29 @@ class LinearModel:
     def weight_norm(self) -> float:
         """Euclidean length of W (the bias excluded)."""
         return float(np.linalg.norm(self.weights))
+
+
+def curvature_at_zero(
+    x: np.ndarray, kind: str, n_classes: int, iters: int = 50
+) -> float:
+    """Largest eigenvalue L of the Hessian of the mean cross-entropy at W = 0, b = 0.
+
+    At zero weights every probability is 1/k. For the logistic loss the Hessian is
+    X~^T X~ / (4n), with X~ = [X, 1]; for softmax it is X~^T X~ / n (x)
+    (diag(p) - p p^T), whose second factor has largest eigenvalue 1/k. So
+    L = c * lambda_max(X~^T X~ / n), c = 1/4 (logistic) or 1/k (softmax), found by
+    power iteration on X~ (float64). Gradient descent with the penalty l2 is stable
+    near zero for rates below 2 / (L + l2).
+    """
+    n, d = x.shape
+    v = np.ones(d + 1) / np.sqrt(d + 1)
+    eigenvalue = 0.0
+    for _ in range(iters):
+        xv = x @ v[:d] + v[d]
+        w = np.concatenate([x.T @ xv, [xv.sum()]]) / n
+        eigenvalue = float(np.linalg.norm(w))
+        if eigenvalue == 0.0:
+            break
+        v = w / eigenvalue
+    c = 0.25 if kind == "logistic" else 1.0 / n_classes
+    return c * eigenvalue

@@ -22,7 +22,7 @@ def npm_pack(spec: str, workdir: Path, timeout: float = 300.0) -> Path:
     before = set(workdir.glob("*.tgz"))
     try:
         result = subprocess.run(
-            [npm, "pack", spec, "--silent"],
+            [npm, "pack", spec, "--loglevel=error"],
             cwd=workdir,
             capture_output=True,
             text=True,
@@ -33,12 +33,21 @@ def npm_pack(spec: str, workdir: Path, timeout: float = 300.0) -> Path:
         raise NpmError(f"npm pack {spec} timed out after {timeout:g} s") from None
     new = sorted(set(workdir.glob("*.tgz")) - before)
     if result.returncode != 0 or not new:
-        detail = (result.stderr or result.stdout).strip().splitlines()
         raise NpmError(
-            f"npm pack failed (exit {result.returncode}): "
-            + (detail[-1] if detail else "no output")
+            f"npm pack {spec} failed (exit {result.returncode}): "
+            + npm_reason(result.stderr or result.stdout)
         )
     return new[0]
+
+
+def npm_reason(output: str) -> str:
+    """npm's own reason from its error output, without the pointer to its log."""
+    lines = []
+    for line in output.strip().splitlines():
+        text = line.removeprefix("npm error").removeprefix("npm ERR!").strip()
+        if len(text) > 4 and "complete log of this run" not in text:
+            lines.append(text)
+    return "; ".join(lines[:2]) if lines else "no output"
 
 
 def extract(tarball: Path, prefix: str, destination: Path) -> Path:

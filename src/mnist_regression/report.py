@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from . import figures, losses
 from .data.prepare import load_task
+from .errors import DataError
 from .io import atomic_write, save_json
 from .plots import curves_figure, save
 from .results import Job, read_stage, write_histories
@@ -223,10 +224,17 @@ def draw_figures(stages: dict[str, list[Job]], multi: dict, out: Path) -> list:
 def build_report(cfg: DictConfig) -> dict:
     """Read every training stage, write metrics, plot data, figures, results.md."""
     results, reports = Path(cfg.study.results_dir), Path(cfg.study.reports_dir)
-    stages = {
-        name: read_stage(results / name, None if key == "model.name" else key)
-        for name, key in STAGES.items()
-    }
+    stages, failed = {}, {}
+    for name, key in STAGES.items():
+        stages[name], failed[name] = read_stage(
+            results / name, None if key == "model.name" else key
+        )
+    for name in ("models", "seed_protocol"):
+        for job in failed[name]:
+            raise DataError(
+                f"stage {name}: run '{job.label}' failed ({job.reason}); the report "
+                f"needs it: fix its settings, then `dvc repro {name}`"
+            )
     data = {
         "logistic": load_task(cfg.data.prepared_dir, "binary"),
         "softmax": load_task(cfg.data.prepared_dir, "multiclass"),
@@ -244,11 +252,11 @@ def build_report(cfg: DictConfig) -> dict:
     for name, key in STAGES.items():
         write_plot_data(reports / "plots" / f"{name}.csv", stages[name], key)
     described = draw_figures(stages, data["softmax"], reports / "figures")
-    write_markdown(reports / "results.md", metrics, seed, models, described)
+    write_markdown(reports / "results.md", metrics, seed, models, described, failed)
     return metrics
 
 
-def write_markdown(path: Path, metrics, seed, models, described) -> None:
+def write_markdown(path: Path, metrics, seed, models, described, failed) -> None:
     lines = [
         "# Results",
         "",
@@ -265,5 +273,17 @@ def write_markdown(path: Path, metrics, seed, models, described) -> None:
     ]
     for name, text in described:
         lines += [f"![{name}](figures/{name})", "", text, ""]
+    failures = [(stage, job) for stage, jobs in failed.items() for job in jobs]
+    if failures:
+        lines += [
+            "## Failed runs",
+            "",
+            "These runs failed; the tables and figures above leave them out.",
+            "",
+            "| stage | run | reason |",
+            "|---|---|---|",
+            *(f"| {stage} | {job.label} | {job.reason} |" for stage, job in failures),
+            "",
+        ]
     with atomic_write(path, "w") as handle:
         handle.write("\n".join(lines))

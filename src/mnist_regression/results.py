@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MissingInputError
 from .io import atomic_write
 from .models import LinearModel
 from .training import History
@@ -60,14 +61,46 @@ def read_job(directory: Path) -> Job:
     return Job(metrics["run"], config, metrics, history, model)
 
 
-def read_stage(directory: Path, sort_by: str | None = None) -> list[Job]:
-    """The jobs of one training stage: a single run, or a multirun's numbered jobs."""
+@dataclass
+class FailedJob:
+    label: str
+    reason: str
+
+
+def job_folders(directory: Path) -> list[Path]:
+    """A single run's folder, or a multirun's numbered job folders in order."""
     if (directory / "metrics.json").is_file():
-        return [read_job(directory)]
-    folders = [p for p in directory.iterdir() if (p / "metrics.json").is_file()]
+        return [directory]
+    if not directory.is_dir():
+        return []
+    numbered = [p for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(numbered, key=lambda p: int(p.name))
+
+
+def job_failure(folder: Path) -> FailedJob | None:
+    """None for a finished job; else its label and why it failed."""
+    path = folder / "metrics.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record.get("status", "FINISHED" if "best_epoch" in record else "") == "FINISHED":
+        return None
+    reason = record.get("failure_reason", "stopped before writing its result")
+    return FailedJob(record.get("run", f"job {folder.name}"), reason)
+
+
+def read_stage(
+    directory: Path, sort_by: str | None = None
+) -> tuple[list[Job], list[FailedJob]]:
+    """The finished and the failed jobs of one training stage."""
+    folders = job_folders(directory)
     if not folders:
-        raise FileNotFoundError(f"{directory}: no training results; run `dvc repro`")
-    jobs = [read_job(p) for p in sorted(folders, key=lambda p: int(p.name))]
+        raise MissingInputError(f"{directory}: no training results; run `dvc repro`")
+    jobs, failed = [], []
+    for folder in folders:
+        failure = job_failure(folder)
+        if failure is None:
+            jobs.append(read_job(folder))
+        else:
+            failed.append(failure)
     if sort_by:
         jobs.sort(key=lambda job: job.param(sort_by))
-    return jobs
+    return jobs, failed

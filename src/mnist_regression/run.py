@@ -14,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import plots
-from .data.prepare import load_task
+from .data.prepare import check_prepared_settings, load_task
 from .io import save_json, save_npz, sha256_of
 from .models import LinearModel
 from .results import write_histories
-from .tracking import open_run, project_root
-from .training import SPLITS, Dataset, History, Schedule, train
+from .store import project_root
+from .tracking import open_run
+from .training import SPLITS, Dataset, DivergenceError, History, Schedule, train
 
 TASKS = {"logistic": "binary", "softmax": "multiclass"}
 
@@ -64,12 +65,24 @@ def git_commit() -> str:
 
 
 def run_training(
-    cfg: DictConfig, run_name: str | None = None, tags: Mapping[str, str] | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    label: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Train the configured model; record it in MLflow unless tracking is off."""
+    """Train the configured model and write its outputs to ``out_dir``; record it in
+    MLflow unless tracking is off.
+
+    The outputs are written before the MLflow run is closed, so a run marked
+    FINISHED always has them, whatever happens to tracking. A run that fails
+    (divergence) writes ``metrics.json`` with its status and reason.
+    """
     kind = cfg.model.name.value
     task = TASKS[kind]
-    data = Dataset.from_arrays(load_task(cfg.data.prepared_dir, task))
+    prepared = Path(cfg.data.prepared_dir)
+    check_prepared_settings(cfg.data, cfg.seed)
+    data = Dataset.from_arrays(load_task(prepared, task))
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     labels = class_labels(cfg, kind, data.n_classes)
     schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
@@ -78,11 +91,11 @@ def run_training(
         "model": kind,
         "task": task,
         "git_commit": git_commit(),
-        "data_sha256": sha256_of(Path(cfg.data.prepared_dir) / f"{task}.npz"),
+        "data_sha256": sha256_of(prepared / f"{task}.npz"),
         **(tags or {}),
     }
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-    run = open_run(cfg.tracking, run_name or kind, resolved, all_tags)
+    run = open_run(cfg.tracking, run_name or kind, resolved, all_tags, out_dir)
     with run, tqdm(total=schedule.max_epochs, disable=not show, unit="epoch") as bar:
 
         def on_eval(epoch: int, values: dict[str, float]) -> None:
@@ -93,39 +106,56 @@ def run_training(
                 val_acc=f"{values['val_accuracy']:.4f}",
             )
 
-        history = train(
-            model,
-            data,
-            schedule,
-            np.random.default_rng(cfg.seed),
-            cfg.model.l2,
-            cfg.model.l2_bias,
-            on_eval,
-        )
+        try:
+            history = train(
+                model,
+                data,
+                schedule,
+                np.random.default_rng(cfg.seed),
+                cfg.model.l2,
+                cfg.model.l2_bias,
+                on_eval,
+            )
+        except DivergenceError as err:
+            save_failure(out_dir, label, str(err), resolved)
+            raise
         final = final_metrics(history)
+        result = RunResult(model, history, final, labels, run.run_id, resolved)
+        save_results(result, out_dir, label)
         run.log_metrics(final)
         run.set_tags({"stop_reason": history.stop_reason})
         if cfg.tracking.artifacts and run.run_id:
             log_artifacts(run, model, history, labels, resolved, run_name or kind)
-    return RunResult(model, history, final, labels, run.run_id, resolved)
+    return result
 
 
 def save_results(result: RunResult, directory: Path, label: str) -> None:
     """The run's DVC outputs: history.csv, metrics.json and weights.npz."""
     history = result.history
+    save_npz(
+        directory / "weights.npz",
+        {"weights": result.model.weights, "bias": result.model.bias},
+    )
     write_histories(directory / "history.csv", [(label, history)])
-    save_json(
+    save_json(  # last: its presence marks a complete job folder
         directory / "metrics.json",
         {
             "run": label,
+            "status": "FINISHED",
             "stop_reason": history.stop_reason,
             **result.final,
             "config": result.config,
         },
     )
-    save_npz(
-        directory / "weights.npz",
-        {"weights": result.model.weights, "bias": result.model.bias},
+
+
+def save_failure(directory: Path, label: str, reason: str, config: dict) -> None:
+    """``metrics.json`` of a failed run: the report lists it as failed."""
+    for stale in ("weights.npz", "history.csv"):
+        (directory / stale).unlink(missing_ok=True)
+    save_json(
+        directory / "metrics.json",
+        {"run": label, "status": "FAILED", "failure_reason": reason, "config": config},
     )
 
 

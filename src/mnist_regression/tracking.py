@@ -1,51 +1,33 @@
 """MLflow behind a small interface; ``NullRun`` stands in when tracking is off.
 
-The store defaults to ``sqlite:///<root>/mlruns/mlflow.db`` with artifacts under
-``<root>/mlruns/artifacts``, where root is ``$DVC_ROOT`` inside a DVC stage and the
-working directory otherwise; ``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` replace it.
-Per-epoch metrics are buffered and written with ``log_batch``: at most every
-``flush_seconds`` and when the run ends, so logging costs little and a crash loses
-nothing already buffered. A run ends FINISHED, FAILED (an exception) or KILLED
-(Ctrl-C, SIGTERM), never left RUNNING.
+The target (``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<root>/mlruns/mlflow.db`` with artifacts in ``<root>/mlruns/artifacts``,
+root being ``$DVC_ROOT`` inside a DVC stage) is checked before training starts
+(``store.prepare_target``). Per-epoch metrics are buffered and written with
+``log_batch`` at most every ``flush_seconds`` and when the run ends.
+
+Tracking never costs a result: a failed write mid-run is kept and tried again at
+the next flush; at the end each write is retried with backoff for up to
+``retry_seconds``, and what still fails is kept in ``mlflow-pending/`` beside the
+run's outputs, for ``python -m mnist_regression.store replay``. A run ends
+FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM); a second signal
+cannot break that ending.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
+import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from omegaconf import DictConfig
 
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that runs end as KILLED."""
-
-
-def raise_on_sigterm() -> None:
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def project_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-
-
-def tracking_uri(cfg: DictConfig) -> str:
-    if cfg.uri:
-        return str(cfg.uri)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    store = project_root() / "mlruns"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+from . import store
+from .cli import shutting_down
+from .errors import Terminated
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -57,13 +39,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
-
-
-def _store_lock(uri: str):
-    """An inter-process lock beside a SQLite store; no lock for other stores."""
-    if not uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    return FileLock(uri.removeprefix("sqlite:///") + ".lock")
 
 
 class NullRun:
@@ -91,7 +66,10 @@ class NullRun:
 
 
 class MlflowRun(NullRun):
-    """One MLflow run, opened on ``__enter__`` and terminated on ``__exit__``."""
+    """One MLflow run, opened on ``__enter__`` and terminated on ``__exit__``.
+
+    ``keep_dir`` is where what cannot be written is kept (the run's output folder).
+    """
 
     def __init__(
         self,
@@ -99,32 +77,47 @@ class MlflowRun(NullRun):
         run_name: str,
         params: Mapping[str, Any],
         tags: Mapping[str, str],
+        keep_dir: Path,
         flush_seconds: float = 15.0,
     ):
         self.cfg, self.run_name = cfg, run_name
         self.params, self.tags = flatten(params), dict(tags)
+        self.keep_dir = Path(keep_dir)
         self.flush_seconds = flush_seconds
-        self._pending: list = []
+        self.retry_seconds = float(cfg.retry_seconds)
+        self.target = store.resolve_target(cfg.uri)
+        self._metrics: list = []  # Metric entities not yet written
+        self._tags: dict[str, str] = {}  # tags not yet written
+        self._artifacts: Path | None = None  # a copy of artifacts not yet written
         self._last_flush = time.monotonic()
+        self._warned = False
 
     def __enter__(self) -> MlflowRun:
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        uri = tracking_uri(self.cfg)
-        with _store_lock(uri):  # parallel sweep jobs may meet a store not yet made
-            self.client = MlflowClient(uri)
-            self.client.search_experiments(max_results=1)  # creates the tables
+        store.prepare_target(self.target)
+        try:
+            self.client = MlflowClient(self.target.uri)
             experiment_id = self._experiment_id()
-        run = self.client.create_run(
-            experiment_id, run_name=self.run_name, tags=self.tags
-        )
-        self.run_id = run.info.run_id
-        self.client.log_batch(
-            self.run_id,
-            params=[Param(k, v[:6000]) for k, v in self.params.items()],
-            tags=[RunTag("mlflow.runName", self.run_name)],
-        )
+            store.mark_stale_runs(self.client, [experiment_id])
+            run = self.client.create_run(
+                experiment_id,
+                run_name=self.run_name,
+                tags={**self.tags, **store.process_tags()},
+            )
+            self.run_id = run.info.run_id
+            params = [Param(k, v[:6000]) for k, v in self.params.items()]
+            for start in range(0, len(params), 100):
+                self.client.log_batch(self.run_id, params=params[start : start + 100])
+            self.client.log_batch(
+                self.run_id, tags=[RunTag("mlflow.runName", self.run_name)]
+            )
+        except Exception as err:
+            raise self.target.fail(
+                f"cannot start a run ({store.describe_failure(err)})",
+                "check the store, or set tracking.enabled=false to train without it",
+            ) from None
         return self
 
     def _experiment_id(self) -> str:
@@ -133,52 +126,164 @@ class MlflowRun(NullRun):
         if experiment is not None:
             return experiment.experiment_id
         artifacts = None
-        if self.client.tracking_uri.startswith("sqlite:///"):
-            store = Path(self.client.tracking_uri.removeprefix("sqlite:///")).parent
-            artifacts = (store / "artifacts").as_uri()
-        return self.client.create_experiment(name, artifact_location=artifacts)
+        if self.target.sqlite_path is not None:
+            artifacts = store.artifact_root(self.target.sqlite_path)
+        try:
+            return self.client.create_experiment(name, artifact_location=artifacts)
+        except Exception:  # created meanwhile by a parallel job
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    # --- writing, with retries --------------------------------------------------
+
+    def _try(self, write, budget: float) -> bool:
+        """Call ``write()`` until it succeeds or ``budget`` seconds have passed."""
+        deadline = time.monotonic() + budget
+        delay = 0.5
+        while True:
+            try:
+                write()
+                return True
+            except (KeyboardInterrupt, Terminated):
+                raise
+            except Exception as err:
+                self.last_error = store.describe_failure(err)
+            if time.monotonic() + delay > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+    def _warn(self) -> None:
+        if not self._warned:
+            self._warned = True
+            print(
+                f"warning: tracking store {self.target.uri}: {self.last_error}; "
+                "training goes on, the data is kept and retried",
+                file=sys.stderr,
+            )
+
+    def flush(self, budget: float = 0.0) -> bool:
+        """Write buffered metrics and tags; keep them if the store refuses."""
+        from mlflow.entities import RunTag
+
+        def write(metrics=(), tags=()):
+            return lambda: self.client.log_batch(
+                self.run_id, metrics=list(metrics), tags=list(tags)
+            )
+
+        ok = True
+        if self._tags:
+            batch = [RunTag(k, v) for k, v in self._tags.items()]
+            if self._try(write(tags=batch), budget):
+                self._tags = {}
+            else:
+                ok = False
+        while ok and self._metrics:
+            chunk = self._metrics[:1000]
+            if self._try(write(metrics=chunk), budget):
+                self._metrics = self._metrics[len(chunk) :]
+            else:
+                ok = False
+        self._last_flush = time.monotonic()
+        if not ok:
+            self._warn()
+        return ok
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), now, epoch) for k, v in values.items()]
+        self._metrics += [Metric(k, float(v), now, epoch) for k, v in values.items()]
         if time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
 
     def log_metrics(self, values: Mapping[str, float]) -> None:
         self.log_epoch(0, values)
 
-    def flush(self) -> None:
-        if self._pending:
-            self.client.log_batch(self.run_id, metrics=self._pending)
-            self._pending = []
-        self._last_flush = time.monotonic()
-
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(
-            self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
-        )
+        self._tags.update({k: str(v)[:5000] for k, v in tags.items()})
 
     def log_artifacts(self, directory: Path) -> None:
-        self.client.log_artifacts(self.run_id, str(directory))
+        def write():
+            self.client.log_artifacts(self.run_id, str(directory))
+
+        if not self._try(write, 0.0):
+            self._warn()
+            self._artifacts = Path(tempfile.mkdtemp(prefix="mlflow-artifacts-"))
+            import shutil
+
+            shutil.copytree(directory, self._artifacts, dirs_exist_ok=True)
+
+    # --- the end ----------------------------------------------------------------
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         status = "FINISHED"
         if exc_type is not None:
             interrupted = issubclass(exc_type, KeyboardInterrupt | Terminated)
             status = "KILLED" if interrupted else "FAILED"
-            self.set_tags({"failure_reason": f"{exc_type.__name__}: {exc}"[:5000]})
-        try:
-            self.flush()
-        finally:
-            self.client.set_terminated(self.run_id, status)
+            self.set_tags({"failure_reason": f"{exc_type.__name__}: {exc}"})
+        end_time = int(time.time() * 1000)
+        with shutting_down():
+            self._finish(status, end_time)
         return False
 
+    def _finish(self, status: str, end_time: int) -> None:
+        budget = self.retry_seconds
+        written = terminated = False
+        try:
+            written = self.flush(budget)
+            if written and self._artifacts is not None:
+                artifacts = str(self._artifacts)
+                if self._try(
+                    lambda: self.client.log_artifacts(self.run_id, artifacts), budget
+                ):
+                    self._drop_artifacts()
+            terminated = self._try(
+                lambda: self.client.set_terminated(self.run_id, status, end_time),
+                budget if written else 0.0,
+            )
+        except (KeyboardInterrupt, Terminated):
+            pass  # a third signal: keep what is left, below, and stop
+        finally:
+            if self._metrics or self._tags or self._artifacts or not terminated:
+                self._keep(status if not terminated else None, end_time)
 
-def open_run(cfg: DictConfig, run_name: str, params, tags) -> NullRun:
+    def _keep(self, status: str | None, end_time: int) -> None:
+        record = {
+            "uri": self.target.uri,
+            "experiment": str(self.cfg.experiment),
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "tags": self.tags,
+            "params": self.params,
+            "late_tags": self._tags,
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in self._metrics],
+            "status": status,
+            "end_time": end_time,
+        }
+        folder = store.keep_pending(self.keep_dir, record, self._artifacts)
+        self._drop_artifacts()
+        print(
+            f"warning: tracking store {self.target.uri}: "
+            f"{getattr(self, 'last_error', 'interrupted')}; "
+            f"kept {len(record['metrics'])} metric values"
+            + (f", status {status}" if status else "")
+            + f" in {folder}: `python -m mnist_regression.store replay {folder}` "
+            "writes them into MLflow",
+            file=sys.stderr,
+        )
+
+    def _drop_artifacts(self) -> None:
+        if self._artifacts is not None:
+            import shutil
+
+            shutil.rmtree(self._artifacts, ignore_errors=True)
+            self._artifacts = None
+
+
+def open_run(cfg: DictConfig, run_name: str, params, tags, keep_dir: Path) -> NullRun:
     if not cfg.enabled:
         return NullRun()
-    return MlflowRun(cfg, run_name, params, tags)
+    return MlflowRun(cfg, run_name, params, tags, keep_dir)

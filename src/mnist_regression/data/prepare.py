@@ -9,12 +9,15 @@ ten, target = digit.
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
 from ..config import ConfigError, require
+from ..errors import DataError, MissingInputError
 from ..io import save_json, save_npz
 from .idx import IdxError, read_idx
 
@@ -22,6 +25,8 @@ TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SPLITS = ("train", "val", "test")
 TASKS = ("binary", "multiclass")
+# The data.* settings that decide the prepared arrays, recorded in summary.json.
+SETTINGS = ("train_size", "val_fraction", "val_split", "digits", "test_subset")
 
 
 def load_pair(raw_dir: Path, files: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,21 +126,93 @@ def summarize(tasks: dict[str, dict[str, np.ndarray]], cfg: DictConfig) -> dict:
     return summary
 
 
+def settings_of(cfg: DictConfig, seed: int) -> dict:
+    """The settings that decide the prepared data (the seed only for a random split)."""
+    settings = {key: _plain(cfg[key]) for key in SETTINGS}
+    if settings["val_split"] == "random":
+        settings["seed"] = int(seed)
+    return settings
+
+
+def _plain(value):
+    if hasattr(value, "name") and hasattr(value, "value"):  # an Enum
+        return value.value
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return [int(v) for v in value]
+
+
 def prepare(cfg: DictConfig, seed: int) -> dict:
-    """Write ``<prepared_dir>/{binary,multiclass}.npz`` and ``summary.json``."""
+    """Write ``<prepared_dir>/{binary,multiclass}.npz`` and ``summary.json``, which
+    records the settings used under ``settings``."""
     tasks = build_tasks(cfg, seed)
     out = Path(cfg.prepared_dir)
     for task, arrays in tasks.items():
         save_npz(out / f"{task}.npz", arrays)
     summary = summarize(tasks, cfg)
-    save_json(out / "summary.json", summary)
+    save_json(out / "summary.json", {**summary, "settings": settings_of(cfg, seed)})
     return summary
 
 
+def check_prepared_settings(cfg: DictConfig, seed: int) -> None:
+    """Refuse to train when ``data.*`` disagrees with what was prepared."""
+    path = Path(cfg.prepared_dir) / "summary.json"
+    fix = "run `dvc repro prepare` (or python -m mnist_regression.stages.prepare"
+    if not path.is_file():
+        raise MissingInputError(f"{path} not found: {fix} with the same data.* values)")
+    try:
+        recorded = json.loads(path.read_text())["settings"]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(
+            f"{path} does not record the settings it was made with: {fix})"
+        ) from None
+    wanted = settings_of(cfg, seed)
+    for key, value in wanted.items():
+        if recorded.get(key) != value:
+            name = "seed" if key == "seed" else f"data.{key}"
+            raise DataError(
+                f"config key '{name}' is {value} but {cfg.prepared_dir} was prepared "
+                f"with {recorded.get(key)}: {fix} {name}={value}), or train with "
+                f"{name}={recorded.get(key)}"
+            )
+
+
 def load_task(prepared_dir: str | Path, task: str) -> dict[str, np.ndarray]:
-    """The arrays of one prepared task."""
+    """The arrays of one prepared task, checked: names, shapes, finite pixels."""
     path = Path(prepared_dir) / f"{task}.npz"
     if not path.is_file():
-        raise ConfigError(f"{path} not found: run `dvc repro prepare` first")
-    with np.load(path) as archive:
-        return {name: archive[name] for name in archive.files}
+        raise MissingInputError(f"{path} not found: run `dvc repro prepare` first")
+    fix = "run `dvc repro prepare --force` to write it again"
+    try:
+        with np.load(path) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is unreadable ({err}): {fix}") from None
+    missing = [
+        f"{kind}_{split}"
+        for split in SPLITS
+        for kind in ("x", "t")
+        if f"{kind}_{split}" not in arrays
+    ]
+    if missing:
+        raise DataError(f"{path} lacks the arrays {', '.join(missing)}: {fix}")
+    width = arrays["x_train"].shape[-1]
+    for split in SPLITS:
+        x, t = arrays[f"x_{split}"], arrays[f"t_{split}"]
+        if x.ndim != 2 or t.ndim != 1 or len(x) != len(t) or x.shape[1] != width:
+            raise DataError(
+                f"{path}: x_{split} has shape {x.shape} and t_{split} {t.shape}, "
+                f"expected (n, {width}) and (n,): {fix}"
+            )
+        if len(t) == 0:
+            raise DataError(f"{path}: the {split} split is empty: {fix}")
+        if x.dtype.kind != "f" or not np.isfinite(x).all():
+            raise DataError(f"{path}: x_{split} holds NaN or infinite pixels: {fix}")
+        if x.min() < 0 or x.max() > 1:
+            raise DataError(
+                f"{path}: x_{split} has pixels outside [0, 1] "
+                f"({x.min():g} to {x.max():g}): {fix}"
+            )
+        if t.dtype.kind not in "iu" or t.min() < 0:
+            raise DataError(f"{path}: t_{split} is not a class index: {fix}")
+    return arrays

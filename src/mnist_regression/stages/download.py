@@ -10,7 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..config import data_section, load_params, run_cli
+from ..cli import run_stage
+from ..config import data_section, load_params
 from ..data.download import build_sources, fetch_all
 
 
@@ -25,4 +26,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main, __doc__)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..config import load_params, run_cli
+from ..cli import run_stage
+from ..config import load_params
 from ..errors import UserError
 from ..io import atomic_write
 from ..npm import NpmError, extract, npm_pack
@@ -64,4 +65,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main, __doc__)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from ..config import data_section, load_params, run_cli
+from pathlib import Path
+
+from ..cli import run_stage
+from ..config import data_section, load_params
+from ..data.download import verify_raw
 from ..data.prepare import prepare
 
 
 def main(argv: list[str]) -> None:
     params = load_params(overrides=argv)
-    summary = prepare(data_section(params), seed=params.seed)
+    data = data_section(params)
+    verify_raw(Path(data.raw_dir))
+    summary = prepare(data, seed=params.seed)
     for task, splits in summary.items():
         counts = ", ".join(f"{split} {info['count']}" for split, info in splits.items())
         print(f"{task}: {counts}")
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main, __doc__)

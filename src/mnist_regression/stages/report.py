@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import load_params, run_cli, train_config
+from ..cli import run_stage
+from ..config import load_params, train_config
 from ..report import build_report
 
 
@@ -15,4 +16,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main, __doc__)
