@@ -11,6 +11,8 @@ the first signal: 130 for Ctrl-C, 143 for SIGTERM.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -106,7 +108,13 @@ def main_guard(main: Callable[[], object]) -> None:
     except (KeyboardInterrupt, Terminated) as err:
         name = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
         print(f"stopped by {name}", file=sys.stderr)
-        sys.exit(exit_code(err))
+        # Everything is saved by now. Skip the interpreter's teardown, which
+        # restores the default handlers: a signal arriving then would kill the
+        # process with the wrong exit status.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code(err))
 
 
 def stage_arguments(argv: Sequence[str], doc: str | None) -> list[str]:

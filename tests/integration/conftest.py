@@ -6,9 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_regression.data.prepare import prepare
 
 from ..conftest import REPO_ROOT
 
@@ -71,3 +76,94 @@ def repo_copy(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], copy)
     run(["git", "commit", "-q", "-m", "copy"], copy)
     return copy
+
+
+@pytest.fixture
+def app(data_cfg, tmp_path):
+    """The Hydra app on the tiny data set, tracked in a store under tmp_path.
+
+    ``command(*overrides, dirs=True)`` builds its command line (``dirs=False``
+    leaves Hydra's output folders at their defaults, under tmp_path); ``launch``
+    runs it to the end; ``start`` starts it in the background.
+    """
+    prepare(data_cfg, seed=0)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    base = [
+        sys.executable,
+        "-m",
+        "mnist_regression.train",
+        f"data.prepared_dir={data_cfg.prepared_dir}",
+        f"data.train_size={data_cfg.train_size}",
+        f"data.val_fraction={data_cfg.val_fraction}",
+        f"tracking.uri={uri}",
+    ]
+    hydra_dirs = [
+        f"hydra.run.dir={tmp_path / 'outputs'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
+
+    def command(*overrides, dirs=True) -> list[str]:
+        flags = [o for o in overrides if o.startswith("-")]
+        rest = [o for o in overrides if o not in flags]
+        return [*base[:3], *flags, *base[3:], *(hydra_dirs if dirs else []), *rest]
+
+    def launch(*overrides, check=True, dirs=True):
+        if check:
+            return run(command(*overrides, dirs=dirs), tmp_path)
+        return subprocess.run(
+            command(*overrides, dirs=dirs), cwd=tmp_path, capture_output=True, text=True
+        )
+
+    def start(*overrides, dirs=True, **popen) -> subprocess.Popen:
+        return subprocess.Popen(
+            command(*overrides, dirs=dirs), cwd=tmp_path, text=True, **popen
+        )
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    client = LazyClient(uri)
+
+    def runs() -> list:
+        """The runs so far; none before the app has created the store (a client
+        that opened it first would create it itself, racing the app)."""
+        return runs_of(client) if db.exists() else []
+
+    return SimpleNamespace(
+        command=command,
+        launch=launch,
+        start=start,
+        runs=runs,
+        uri=uri,
+        db=db,
+        client=client,
+    )
+
+
+class LazyClient:
+    """An MlflowClient made on first use: making one opens (and so creates) the
+    store, which the app under test must be the first to do."""
+
+    def __init__(self, uri: str):
+        self.uri, self._client = uri, None
+
+    def __getattr__(self, name: str):
+        if self._client is None:
+            self._client = MlflowClient(self.uri)
+        return getattr(self._client, name)
+
+
+def runs_of(client, experiment: str = "mnist-regression") -> list:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return client.search_runs([found.experiment_id], order_by=["start_time ASC"])
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "a condition"):
+    """Poll ``condition()`` until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

@@ -1,0 +1,462 @@
+"""Fault injection: real processes, a real SQLite store, real signals.
+
+Each test breaks something a user can break (an interrupted first run, a locked or
+unreachable store, signals, concurrent runs, damaged data) and checks what
+survives: the run's outputs, every metric point, a clear one-line message, and a
+store that still works.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_regression.data.download import MNIST_SHA256
+
+from .conftest import REPO_ROOT, run, runs_of, wait_for  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+LONG = (  # a run that goes on until stopped, evaluating ~20 times a second
+    "optimizer.max_epochs=1000000000",
+    "optimizer.patience=1000000000",
+    "optimizer.lr=0.0001",
+    "optimizer.batch_size=null",
+    "optimizer.eval_every=2000",
+    "tracking.artifacts=false",
+)
+
+
+def no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+
+
+class Stderr:
+    """Collect a process's stderr in the background, so a test can wait on it."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.text = ""
+        self.thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self.thread.start()
+
+    def _read(self, process) -> None:
+        for chunk in iter(lambda: process.stderr.read(1), ""):
+            self.text += chunk
+
+    def join(self) -> str:
+        self.thread.join(timeout=30)
+        return self.text
+
+
+def epochs_shown(progress: str) -> int:
+    """The last epoch count of a tqdm progress bar (its 'n/total')."""
+    counts = re.findall(r"(\d+)/\d+ \[", progress)
+    return int(counts[-1]) if counts else 0
+
+
+def store_is_whole(db: Path) -> bool:
+    with sqlite3.connect(db) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+    return "runs" in tables and not any(t.startswith("_alembic_tmp_") for t in tables)
+
+
+# --- 1. the store -----------------------------------------------------------------
+
+
+def _creation_moment(db: Path, moment: str):
+    folder = db.parent
+    if moment == "lock":
+        return lambda: Path(f"{db}.lock").exists()
+    return lambda: any(folder.glob(f".{db.name}.creating-*"))
+
+
+@pytest.mark.parametrize(
+    ("moment", "delay", "signum"),
+    [
+        ("lock", 0.0, signal.SIGINT),
+        ("creating", 0.0, signal.SIGINT),
+        ("creating", 0.15, signal.SIGTERM),
+        ("creating", 0.4, signal.SIGINT),
+        ("creating", 0.8, signal.SIGTERM),
+    ],
+)
+def test_an_interrupted_first_run_never_breaks_the_store(app, moment, delay, signum):
+    """Interrupts swept across the creation of a new store: the next run works."""
+    process = app.start("optimizer.max_epochs=3", stderr=subprocess.PIPE)
+    wait_for(_creation_moment(app.db, moment), 60, f"store creation ({moment})")
+    time.sleep(delay)  # a point in the migration, after the condition above
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode in (0, 128 + signum), err
+    no_traceback(err)
+    again = app.launch("optimizer.max_epochs=3")
+    assert "best epoch" in again.stdout
+    assert store_is_whole(app.db)
+    assert not list(app.db.parent.glob(f".{app.db.name}.creating-*"))
+
+
+def test_a_half_made_store_without_runs_is_rebuilt_and_said(app):
+    app.db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(app.db) as con:  # what an interrupted migration leaves
+        con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        con.execute("CREATE TABLE _alembic_tmp_latest_metrics (x INTEGER)")
+    result = app.launch("optimizer.max_epochs=2")
+    assert "half-created MLflow store" in result.stderr
+    assert "_alembic_tmp_latest_metrics" in result.stderr
+    assert store_is_whole(app.db)
+    assert list(app.db.parent.glob("mlflow.db.broken-*"))  # kept aside, not deleted
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda db: db.write_bytes(b"\x00garbage" * 1000), "is not an SQLite database"),
+        (
+            lambda db: sqlite3.connect(db).execute("CREATE TABLE songs (title TEXT)"),
+            "an SQLite database of another program",
+        ),
+        ("half-made with runs", "half-migrated"),
+    ],
+)
+def test_a_broken_or_foreign_store_gets_one_clear_line(app, make, message):
+    app.db.parent.mkdir(parents=True, exist_ok=True)
+    if make == "half-made with runs":
+        app.launch("optimizer.max_epochs=1")
+        with sqlite3.connect(app.db) as con:
+            con.execute("CREATE TABLE _alembic_tmp_metrics (x INTEGER)")
+    else:
+        make(app.db)
+    before = app.db.read_bytes()
+    result = app.launch("optimizer.max_epochs=1", check=False)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line and "tracking.uri" in line
+    assert app.db.read_bytes() == before  # the user's file is left alone
+
+
+@pytest.mark.parametrize(
+    ("uri", "env", "message"),
+    [
+        ("http://127.0.0.1:1", False, "does not answer (connection refused)"),
+        ("sqlite:////proc/mnist/x.db", False, "cannot write in /proc/mnist"),
+        ("http://127.0.0.1:1", True, "does not answer"),
+        ("silent-server", False, "did not answer within"),
+    ],
+)
+def test_an_unusable_tracking_target_fails_fast_naming_the_setting(
+    app, uri, env, message
+):
+    listener = None
+    if uri == "silent-server":  # accepts connections, never answers
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    overrides = ["optimizer.max_epochs=2"]
+    command = app.command(*overrides)
+    command = [c for c in command if not c.startswith("tracking.uri=")]
+    environ = dict(os.environ)
+    if env:
+        environ["MLFLOW_TRACKING_URI"] = uri
+    else:
+        command.append(f"tracking.uri={uri}")
+    start = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=environ)
+    elapsed = time.monotonic() - start
+    if listener:
+        listener.close()
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+    assert ("MLFLOW_TRACKING_URI" if env else "tracking.uri") in line
+    assert elapsed < 10 + 5  # the check's bound, plus the interpreter's start
+
+
+# --- 2. tracking never costs a result --------------------------------------------
+
+
+def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
+    """The lock is taken mid-run and held until the run has ended: training goes
+    on, the outputs are written, what the store refused is kept, and the replay
+    command writes it; nothing is lost."""
+    app.launch("optimizer.max_epochs=1")  # the store exists
+    out = tmp_path / "locked-run"
+    process = app.start(
+        *LONG[1:],
+        "optimizer.max_epochs=300000",
+        "tracking.retry_seconds=0",
+        "tracking.artifacts=true",
+        "progress=true",
+        f"output_dir={out}",
+        stderr=subprocess.PIPE,
+    )
+    stderr = Stderr(process)
+    wait_for(lambda: epochs_shown(stderr.text) >= 2000, 60, "training to start")
+    lock = sqlite3.connect(app.db, isolation_level=None, timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        process.wait(timeout=300)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    err = stderr.join()
+    assert process.returncode == 0, err
+    no_traceback(err)
+    assert "database is locked" in err and "mlflow-pending" in err
+    history = (out / "history.csv").read_text().splitlines()[1:]
+    assert (out / "weights.npz").is_file() and (out / "metrics.json").is_file()
+    pending = out / "mlflow-pending"
+    assert (pending / "artifacts" / "weights.npz").is_file()
+    run(
+        [sys.executable, "-m", "mnist_regression.store", "replay", str(out)],
+        tmp_path,
+    )
+    assert not pending.exists()
+    record = next(r for r in app.runs() if "300000" in r.info.run_name)
+    assert record.info.status == "FINISHED"
+    points = app.client.get_metric_history(record.info.run_id, "val_loss")
+    assert [p.step for p in points] == [int(row.split(",")[1]) for row in history]
+    assert "final_test_accuracy" in record.data.metrics
+    artifacts = {a.path for a in app.client.list_artifacts(record.info.run_id)}
+    assert {"weights.npz", "curves.png"} <= artifacts
+
+
+def test_an_unwritable_artifact_store_keeps_the_artifacts(app, tmp_path):
+    client = app.client
+    client.create_experiment("mnist-regression", artifact_location="file:///proc/x")
+    out = tmp_path / "run"
+    result = app.launch(
+        "optimizer.max_epochs=2", "tracking.retry_seconds=1", f"output_dir={out}"
+    )
+    no_traceback(result.stderr)
+    (record,) = app.runs()
+    assert record.info.status == "FINISHED"
+    assert len(client.get_metric_history(record.info.run_id, "val_loss")) == 3
+    assert (out / "mlflow-pending" / "artifacts" / "curves.png").is_file()
+    assert "kept" in result.stderr and "replay" in result.stderr
+
+
+def test_a_run_whose_process_died_is_marked_killed(app, tmp_path):
+    process = app.start(*LONG)
+    wait_for(lambda: app.runs(), 60, "the run to start")
+    process.kill()  # SIGKILL: nothing of the run can react
+    process.wait(timeout=30)
+    (record,) = app.runs()
+    assert record.info.status == "RUNNING"
+    app.launch("optimizer.max_epochs=1")  # the next run opens the store
+    dead = app.client.get_run(record.info.run_id)
+    assert dead.info.status == "KILLED"
+    assert "ended without closing the run" in dead.data.tags["failure_reason"]
+
+
+# --- 3. signals ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "count"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 2), (signal.SIGINT, 2), (signal.SIGTERM, 3)],
+)
+def test_signals_end_the_run_as_killed_keeping_every_point(
+    app, tmp_path, signum, count
+):
+    out = tmp_path / "run"
+    process = app.start(
+        *LONG, "progress=true", f"output_dir={out}", stderr=subprocess.PIPE
+    )
+    stderr = Stderr(process)
+    wait_for(lambda: epochs_shown(stderr.text) >= 4000, 60, "a few evaluations")
+    for _ in range(count):
+        process.send_signal(signum)
+        time.sleep(0.05)
+    process.wait(timeout=120)
+    err = stderr.join()
+    assert process.returncode == 128 + signum
+    no_traceback(err)
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert f"stopped by {name}" in err
+    (record,) = app.runs()
+    steps = [
+        p.step for p in app.client.get_metric_history(record.info.run_id, "val_loss")
+    ]
+    pending = out / "mlflow-pending" / "run.json"
+    if pending.is_file():  # a third signal may stop the writing; the rest is kept
+        kept = json.loads(pending.read_text())
+        steps += [step for key, _, _, step in kept["metrics"] if key == "val_loss"]
+        assert count == 3 and kept["status"] in ("KILLED", None)
+    else:
+        assert record.info.status == "KILLED"
+    assert len(steps) >= 2
+    assert sorted(steps) == list(range(0, 2000 * len(steps), 2000))
+
+
+def test_sigterm_to_a_sweep_stops_its_workers(app):
+    process = app.start(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.l2=0,0.1,1,10",
+        *LONG,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(
+        lambda: len([r for r in app.runs() if r.info.status == "RUNNING"]) == 2,
+        90,
+        "two jobs to run",
+    )
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143
+    no_traceback(err)
+    records = app.runs()
+    assert len(records) == 2  # the sweep stopped: no job started after the signal
+    assert {r.info.status for r in records} == {"KILLED"}
+    for record in records:
+        assert not psutil.pid_exists(int(record.data.tags["pid"]))
+
+
+# --- 4. outputs --------------------------------------------------------------------
+
+
+def test_concurrent_runs_keep_their_own_outputs(app, tmp_path):
+    processes = [
+        app.start(f"seed={seed}", "optimizer.max_epochs=3", dirs=False)
+        for seed in range(4)
+    ]
+    for process in processes:
+        assert process.wait(timeout=180) == 0
+    folders = sorted(p.parent for p in (tmp_path / "outputs").rglob("metrics.json"))
+    assert len(folders) == 4
+    seeds = {
+        json.loads((f / "metrics.json").read_text())["config"]["seed"] for f in folders
+    }
+    assert seeds == {0, 1, 2, 3}
+    for folder in folders:
+        assert (folder / "history.csv").is_file() and (folder / "weights.npz").is_file()
+    assert {r.info.status for r in app.runs()} == {"FINISHED"}
+    assert len(app.runs()) == 4
+
+
+def test_a_sweep_clears_job_folders_of_an_earlier_sweep(app, tmp_path):
+    out = tmp_path / "stage"
+    app.launch("-m", "model.l2=0,0.1,1", "optimizer.max_epochs=2", f"output_dir={out}")
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2"]
+    app.launch("-m", "model.l2=0,0.1", "optimizer.max_epochs=2", f"output_dir={out}")
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1"]
+
+
+# --- 5. data -------------------------------------------------------------------
+
+
+def test_damaged_prepared_data_is_named_in_one_line(app, data_cfg):
+    path = Path(data_cfg.prepared_dir) / "binary.npz"
+    path.write_bytes(path.read_bytes()[:500])
+    result = app.launch("optimizer.max_epochs=1", check=False)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert str(path) in line and "dvc repro prepare" in line
+    assert app.runs() == []  # refused before any run was recorded
+
+
+def test_a_corrupt_raw_file_stops_prepare_naming_it(repo_copy, npm_raw_dir):
+    raw = repo_copy / "data" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_SHA256:
+        (raw / name).write_bytes((npm_raw_dir / name).read_bytes())
+    damaged = raw / "t10k-labels-idx1-ubyte"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    result = subprocess.run(
+        ["dvc", "repro", "-s", "prepare"],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        },
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"{Path('data/raw/t10k-labels-idx1-ubyte')} fails verification" in output
+    assert "dvc repro download" in output
+    no_traceback(output)
+    assert not (repo_copy / "data" / "prepared" / "binary.npz").exists()
+
+
+def test_divergence_without_overflow_fails_and_names_the_setting(app):
+    result = app.launch("optimizer.lr=1000000", "optimizer.max_epochs=20", check=False)
+    assert result.returncode == 1
+    assert "optimizer.lr=1e+06 is above the largest stable rate" in result.stderr
+    no_traceback(result.stderr)
+    (record,) = app.runs()
+    assert record.info.status == "FAILED"
+    blamed = app.launch(
+        "optimizer.lr=1", "model.l2=10", "optimizer.max_epochs=20", check=False
+    )
+    assert "model.l2=10 lowers the largest stable rate" in blamed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sede=3"], "config key 'sede'"),
+        (["nonsense"], "argument 'nonsense' is not key=value"),
+    ],
+)
+def test_stage_entry_points_refuse_unknown_arguments(args, message):
+    for stage in ("download", "prepare", "report", "plots_template"):
+        result = subprocess.run(
+            [sys.executable, "-m", f"mnist_regression.stages.{stage}", *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 1, (stage, result.stderr)
+        (line,) = result.stderr.strip().splitlines()
+        assert message in line, stage
+
+
+def test_stage_entry_points_answer_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.stages.prepare", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0
+    assert "key=value" in result.stdout and "prepare" in result.stdout
+
+
+def test_mark_killed_and_replay_commands_report_plainly(app, tmp_path):
+    app.launch("optimizer.max_epochs=1")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": app.uri}
+    for args, expected in (
+        (["check"], "usable"),
+        (["mark-killed"], "0 runs marked KILLED"),
+        (["replay", str(tmp_path / "nothing")], "nothing to replay"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "mnist_regression.store", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+    assert MlflowClient(app.uri).search_experiments()
+    assert np.isfinite(app.runs()[0].data.metrics["final_val_loss"])
