@@ -96,6 +96,11 @@ def exit_code(exc: BaseException) -> int:
     return 128 + signal.SIGTERM
 
 
+def print_error(err: UserError) -> None:
+    """How every entry point shows a UserError: ``error: <cause and fix>``."""
+    print(f"error: {err}", file=sys.stderr, flush=True)
+
+
 def main_guard(main: Callable[[], object]) -> None:
     """Run an entry point: UserError -> one line and exit 1; signals -> 130 / 143."""
     if signal.getsignal(signal.SIGTERM) is not _handler:
@@ -103,7 +108,7 @@ def main_guard(main: Callable[[], object]) -> None:
     try:
         main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print_error(err)
         sys.exit(1)
     except (KeyboardInterrupt, Terminated) as err:
         name = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else "SIGTERM"

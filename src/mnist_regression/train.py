@@ -71,12 +71,12 @@ def main(cfg: DictConfig) -> float | None:
         out = output_dir(cfg, hydra_cfg, multirun)
         result = run_training(cfg, out, label, run_name, tags)
     except DivergenceError as err:
-        print(f"error: {err}", file=sys.stderr)
+        cli.print_error(err)
         if multirun:
             return None  # recorded as a FAILED run; the rest of the sweep goes on
         sys.exit(1)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        cli.print_error(err)
         sys.exit(1)
     except (KeyboardInterrupt, cli.Terminated) as err:
         if os.getpid() == _MAIN_PID:
@@ -107,7 +107,7 @@ class SweepGuard(Callback):
             if config.tracking.enabled:
                 prepare_target(resolve_target(config.tracking.uri))
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            cli.print_error(err)
             sys.exit(1)  # SystemExit passes Hydra's callback guard; stops the sweep
         if config.get("output_dir"):
             clear_job_folders(Path(config.output_dir))

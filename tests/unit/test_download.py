@@ -235,3 +235,12 @@ def test_stage_fails_with_one_clear_message(tmp_path):
     assert "error: could not fetch" in result.stderr
     assert "http://127.0.0.1:9/" in result.stderr
     assert not any((tmp_path / "raw").iterdir())
+
+
+def test_a_staging_folder_left_by_a_killed_download_is_removed(tiny):
+    source_dir, digests, dest = tiny
+    stale = dest.parent / f".{dest.name}-staging-killed"
+    (stale / "npm").mkdir(parents=True)
+    (stale / "npm" / "half.tgz").write_bytes(b"partial")
+    fetch_all(dest, [MirrorDir(source_dir)], digests)
+    assert staging_leftovers(dest) == []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mnist_regression import losses
-from mnist_regression.models import LinearModel
+from mnist_regression.models import LinearModel, curvature_at_zero
 
 
 def problem(kind, seed=0, n=12, d=5, k=4):
@@ -107,3 +107,31 @@ def test_overflowing_logits_raise_floating_point_error():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="logistic"):
         LinearModel.zeros("svm", 2, 2)
+
+
+@pytest.mark.parametrize(("kind", "n_classes"), [("logistic", 2), ("softmax", 4)])
+def test_curvature_at_zero_is_the_top_eigenvalue_of_the_loss_hessian(kind, n_classes):
+    """The closed form against power iteration on Hessian-vector products taken
+    from the model's own gradient (central differences, float64)."""
+    rng = np.random.default_rng(7)
+    x = rng.random((300, 12))
+    t = rng.integers(0, n_classes, 300)
+    model = LinearModel.zeros(kind, 12, n_classes, dtype=np.float64)
+    shapes = (model.weights.shape, model.bias.shape)
+    size_w = model.weights.size
+
+    def gradient_at(v: np.ndarray) -> np.ndarray:
+        model.weights = v[:size_w].reshape(shapes[0]).copy()
+        model.bias = v[size_w:].reshape(shapes[1]).copy()
+        grad_w, grad_b = model.gradients(x, t)
+        return np.concatenate([grad_w.ravel(), grad_b.ravel()])
+
+    v = rng.standard_normal(size_w + model.bias.size)
+    eigenvalue = 0.0
+    for _ in range(200):
+        v /= np.linalg.norm(v)
+        eps = 1e-4
+        hv = (gradient_at(eps * v) - gradient_at(-eps * v)) / (2 * eps)
+        eigenvalue = float(v @ hv)
+        v = hv
+    assert curvature_at_zero(x, kind, n_classes) == pytest.approx(eigenvalue, rel=1e-4)
