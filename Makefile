@@ -1,20 +1,29 @@
-# `make run` and `make test` create .venv on first use (about 2 minutes), then reuse it.
+# `make run` and `make test` set up .venv from uv.lock on first use (seconds),
+# then reuse it. uv comes from PyPI into .tools/ when it is not on PATH.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV ?= $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+# uv uses the machine's Python; it never downloads one of its own.
+export UV_PYTHON_DOWNLOADS := never
 # DVC stage commands call `python`: the one in .venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test lint bench params clean-venv
+.PHONY: help run test lint bench params lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# --frozen: install exactly what uv.lock pins; never re-resolve.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) venv --quiet --allow-existing --seed --python $(PYTHON) $(VENV)
+	$(UV) sync --quiet --frozen --inexact --extra dev --python $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
@@ -27,13 +36,19 @@ lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# PyTorch stays out of uv.lock: pip takes the CPU build of this version from the
+# machine's disk, where uv would download a CUDA build of several GB.
 bench: $(STAMP)  ## install the benchmark extras, then run benchmarks/ (about 10 min)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(UV) sync --quiet --frozen --inexact --extra dev --extra bench --python $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/dvc repro prepare
 	$(BIN)/python -m benchmarks.run
 
 params: $(STAMP)  ## recompose params.yaml from conf/ (what `dvc exp run` does)
 	$(BIN)/python -m mnist_regression.params
+
+lock: | $(UV)  ## upgrade every pinned version in uv.lock to the newest allowed
+	$(UV) lock --upgrade --python $(PYTHON)
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)
