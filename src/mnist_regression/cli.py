@@ -63,10 +63,25 @@ def install_signal_handlers(forward: Callable[[int], None] | None = None) -> Non
     _state.forward = forward
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+    sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable) -> None:
+    """A signal whose exception was raised inside a finalizer (a weakref callback,
+    ``__del__``) is swallowed by Python: keep quiet; ``check_stop`` raises it again."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt | Terminated):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def stop_requested() -> bool:
     return _state.first is not None
+
+
+def check_stop() -> None:
+    """Raise the first signal's exception again if it was swallowed on the way."""
+    if _state.first is not None and not _state.guarded:
+        raise _exception(_state.first)
 
 
 @contextmanager
@@ -101,12 +116,23 @@ def print_error(err: UserError) -> None:
     print(f"error: {err}", file=sys.stderr, flush=True)
 
 
-def main_guard(main: Callable[[], object]) -> None:
-    """Run an entry point: UserError -> one line and exit 1; signals -> 130 / 143."""
+def main_guard(
+    main: Callable[[], object], cleanup: Callable[[], object] | None = None
+) -> None:
+    """Run an entry point: UserError -> one line and exit 1; signals -> 130 / 143.
+
+    ``cleanup`` runs last in every case, sheltered from one more signal.
+    """
     if signal.getsignal(signal.SIGTERM) is not _handler:
         install_signal_handlers()
     try:
-        main()
+        try:
+            main()
+            check_stop()  # a signal swallowed on the way still ends the program
+        finally:
+            if cleanup is not None:
+                with shutting_down():
+                    cleanup()
     except UserError as err:
         print_error(err)
         sys.exit(1)

@@ -26,13 +26,22 @@ def weight_images(model: LinearModel) -> np.ndarray:
 
 
 def save_weight_pngs(model: LinearModel, labels: list[str], directory: Path) -> None:
-    """One small PNG per class, diverging colours centred on zero."""
+    """One PNG per class: the weights as an image at least 240 px high (one block
+    per pixel), diverging colours centred on zero, with their colour bar."""
+    from matplotlib.figure import Figure
+
     directory.mkdir(parents=True, exist_ok=True)
     for image, label in zip(weight_images(model), labels, strict=True):
         limit = float(np.abs(image).max()) or 1.0
-        plt.imsave(
-            directory / f"{label}.png", image, cmap="RdBu_r", vmin=-limit, vmax=limit
+        fig = Figure(figsize=(3.6, 3.0), dpi=100)
+        ax = fig.add_axes((0.01, 0.01, 0.8, 0.88))
+        shown = ax.imshow(
+            image, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
         )
+        ax.set_axis_off()
+        ax.set_title(f"weights of {label}", fontsize=9)
+        fig.colorbar(shown, ax=ax, fraction=0.07, pad=0.02)
+        fig.savefig(directory / f"{label}.png")
 
 
 def weights_figure(model: LinearModel, labels: list[str], title: str):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -13,16 +13,18 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from . import plots
+from . import plots, provenance
+from .cli import check_stop
 from .data.prepare import check_prepared_settings, load_task
 from .io import save_json, save_npz, sha256_of
 from .models import LinearModel
 from .results import write_histories
-from .store import project_root
 from .tracking import open_run
 from .training import SPLITS, Dataset, DivergenceError, History, Schedule, train
 
 TASKS = {"logistic": "binary", "softmax": "multiclass"}
+# Set by a sweep's main process: the MLflow run its jobs are children of.
+PARENT_RUN_VARIABLE = "MNIST_REGRESSION_PARENT_RUN"
 
 
 @dataclass
@@ -53,17 +55,6 @@ def final_metrics(history: History) -> dict[str, float]:
     return final
 
 
-def git_commit() -> str:
-    result = subprocess.run(
-        ["git", "rev-parse", "HEAD"],
-        cwd=project_root(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
 def run_training(
     cfg: DictConfig,
     out_dir: Path,
@@ -82,23 +73,35 @@ def run_training(
     task = TASKS[kind]
     prepared = Path(cfg.data.prepared_dir)
     check_prepared_settings(cfg.data, cfg.seed)
-    data = Dataset.from_arrays(load_task(prepared, task))
+    arrays = load_task(prepared, task)
+    data = Dataset.from_arrays(arrays)
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     labels = class_labels(cfg, kind, data.n_classes)
     schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    digest = sha256_of(prepared / f"{task}.npz")
     all_tags = {
         "model": kind,
         "task": task,
-        "git_commit": git_commit(),
-        "data_sha256": sha256_of(prepared / f"{task}.npz"),
+        "data_sha256": digest,
+        **provenance.source_tags(),
         **(tags or {}),
     }
+    if os.environ.get(PARENT_RUN_VARIABLE):
+        all_tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_VARIABLE]
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-    run = open_run(cfg.tracking, run_name or kind, resolved, all_tags, out_dir)
+    run = open_run(
+        cfg.tracking,
+        run_name or provenance.run_name(cfg),
+        resolved,
+        all_tags,
+        out_dir,
+        provenance.dataset(prepared / f"{task}.npz", digest, arrays),
+    )
     with run, tqdm(total=schedule.max_epochs, disable=not show, unit="epoch") as bar:
 
         def on_eval(epoch: int, values: dict[str, float]) -> None:
+            check_stop()
             run.log_epoch(epoch, values)
             bar.update(epoch - bar.n)
             bar.set_postfix(
@@ -126,6 +129,7 @@ def run_training(
         run.set_tags({"stop_reason": history.stop_reason})
         if cfg.tracking.artifacts and run.run_id:
             log_artifacts(run, model, history, labels, resolved, run_name or kind)
+            run.log_model(model, data.x["test"][:5])
     return result
 
 

@@ -64,6 +64,9 @@ class NullRun:
     def log_artifacts(self, directory: Path) -> None:
         pass
 
+    def log_model(self, model, example) -> None:
+        pass
+
 
 class MlflowRun(NullRun):
     """One MLflow run, opened on ``__enter__`` and terminated on ``__exit__``.
@@ -78,11 +81,13 @@ class MlflowRun(NullRun):
         params: Mapping[str, Any],
         tags: Mapping[str, str],
         keep_dir: Path,
+        dataset: Mapping[str, str] | None = None,
         flush_seconds: float = 15.0,
     ):
         self.cfg, self.run_name = cfg, run_name
         self.params, self.tags = flatten(params), dict(tags)
         self.keep_dir = Path(keep_dir)
+        self.dataset = dataset
         self.flush_seconds = flush_seconds
         self.retry_seconds = float(cfg.retry_seconds)
         self.target = store.resolve_target(cfg.uri)
@@ -99,7 +104,7 @@ class MlflowRun(NullRun):
         store.prepare_target(self.target)
         try:
             self.client = MlflowClient(self.target.uri)
-            experiment_id = self._experiment_id()
+            self.experiment_id = experiment_id = self._experiment_id()
             store.mark_stale_runs(self.client, [experiment_id])
             run = self.client.create_run(
                 experiment_id,
@@ -113,6 +118,8 @@ class MlflowRun(NullRun):
             self.client.log_batch(
                 self.run_id, tags=[RunTag("mlflow.runName", self.run_name)]
             )
+            if self.dataset:
+                self._log_dataset()
         except Exception as err:
             raise self.target.fail(
                 f"cannot start a run ({store.describe_failure(err)})",
@@ -121,20 +128,14 @@ class MlflowRun(NullRun):
         return self
 
     def _experiment_id(self) -> str:
-        name = self.cfg.experiment
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        artifacts = None
-        if self.target.sqlite_path is not None:
-            artifacts = store.artifact_root(self.target.sqlite_path)
-        try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
-        except Exception:  # created meanwhile by a parallel job
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        return experiment_id(self.client, self.target, str(self.cfg.experiment))
+
+    def _log_dataset(self) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        data = Dataset(**self.dataset)
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(self.run_id, [DatasetInput(data, [context])])
 
     # --- writing, with retries --------------------------------------------------
 
@@ -216,6 +217,20 @@ class MlflowRun(NullRun):
 
             shutil.copytree(directory, self._artifacts, dirs_exist_ok=True)
 
+    def log_model(self, model, example) -> None:
+        """The run's MLflow Model (``serving``); its weights are in the outputs too."""
+        import mlflow
+
+        from . import serving
+
+        def write() -> None:
+            mlflow.set_tracking_uri(self.target.uri)
+            mlflow.set_experiment(experiment_id=self.experiment_id)  # the model's home
+            serving.log_model(self.run_id, model, example)
+
+        if not self._try(write, 0.0):
+            self._warn()
+
     # --- the end ----------------------------------------------------------------
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -283,7 +298,46 @@ class MlflowRun(NullRun):
             self._artifacts = None
 
 
-def open_run(cfg: DictConfig, run_name: str, params, tags, keep_dir: Path) -> NullRun:
+EXPERIMENT_TAGS = {
+    # the UI opens a model-training experiment on its runs (not on GenAI traces)
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "Logistic regression (MNIST 2 vs 3) and softmax regression (10 digits) in "
+        "NumPy, after a 2019 course study; `dvc repro` rebuilds the whole study.\n\n"
+        "A run is named after its model and every setting that differs from the "
+        "defaults in conf/ (e.g. `softmax l2=0.01 lr=0.1`). A sweep (Hydra multirun, "
+        "and so each DVC training stage) is a parent run with its jobs as children; "
+        "the parent records the grid and its best job. Tags: `dvc.stage`, "
+        "`dvc.experiment` (inside `dvc exp run`), `mlflow.source.git.commit`, "
+        "`git_dirty`, `data_sha256`, `host`, `pid`."
+    ),
+}
+
+
+def experiment_id(client, target: store.Target, name: str) -> str:
+    """The experiment's id, creating it (with its kind and description) if new."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        artifacts = None
+        if target.sqlite_path is not None:
+            artifacts = store.artifact_root(target.sqlite_path)
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifacts, tags=EXPERIMENT_TAGS
+            )
+        except Exception:  # created meanwhile by a parallel job
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if "mlflow.experimentKind" not in experiment.tags:  # made by an older version
+        for key, value in EXPERIMENT_TAGS.items():
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def open_run(
+    cfg: DictConfig, run_name: str, params, tags, keep_dir: Path, dataset=None
+) -> NullRun:
     if not cfg.enabled:
         return NullRun()
-    return MlflowRun(cfg, run_name, params, tags, keep_dir)
+    return MlflowRun(cfg, run_name, params, tags, keep_dir, dataset)

@@ -17,6 +17,7 @@ jobs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -30,11 +31,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import cli
+from . import cli, provenance, store
 from .config import train_config
 from .errors import UserError
+from .provenance import CONF
 from .results import job_failure, job_folders
-from .run import run_training
+from .run import PARENT_RUN_VARIABLE, run_training
 from .training import DivergenceError
 
 # ${pid:} in hydra.run.dir keeps runs started in the same second apart.
@@ -50,7 +52,7 @@ def output_dir(cfg: DictConfig, hydra_cfg, multirun: bool) -> Path:
     return directory / str(hydra_cfg.job.num) if multirun else directory
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -60,16 +62,13 @@ def main(cfg: DictConfig) -> float | None:
     tags = {"hydra_overrides": " ".join(overrides)}
     if multirun:
         tags |= {"sweep": hydra_cfg.sweep.dir, "sweep_job": str(hydra_cfg.job.num)}
-    if os.environ.get("DVC_STAGE"):
-        tags["dvc_stage"] = os.environ["DVC_STAGE"]
     try:
         cfg = train_config(cfg)
         if cfg.progress is None and multirun:
             cfg.progress = False
-        label = " ".join(o for o in overrides if not o.startswith("output_dir="))
-        run_name = " ".join([cfg.model.name.value, label]).strip()
+        run_name = provenance.run_name(cfg)
         out = output_dir(cfg, hydra_cfg, multirun)
-        result = run_training(cfg, out, label, run_name, tags)
+        result = run_training(cfg, out, run_name, run_name, tags)
     except DivergenceError as err:
         cli.print_error(err)
         if multirun:
@@ -101,22 +100,122 @@ class SweepGuard(Callback):
     """What a multirun does in its main process, before and after its jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .store import prepare_target, resolve_target
-
+        if config.get("output_dir"):
+            clear_job_folders(Path(config.output_dir))
         try:
             if config.tracking.enabled:
-                prepare_target(resolve_target(config.tracking.uri))
+                _sweep.open(config)
         except UserError as err:
             cli.print_error(err)
             sys.exit(1)  # SystemExit passes Hydra's callback guard; stops the sweep
-        if config.get("output_dir"):
-            clear_job_folders(Path(config.output_dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         base = Path(config.output_dir or config.hydra.sweep.dir)
         summary = sweep_summary(base)
         if summary:
             print(summary, file=sys.stderr, flush=True)
+        _sweep.close("FINISHED")
+
+
+class SweepRun:
+    """The MLflow parent run of a multirun: its grid, then its best job.
+
+    Created once in the main process before any job starts (jobs started in
+    parallel would race to create it); jobs find its id in the environment.
+    """
+
+    def __init__(self) -> None:
+        self.client = self.run_id = None
+
+    def open(self, config: DictConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from .store import prepare_target, resolve_target
+        from .tracking import experiment_id
+
+        target = resolve_target(config.tracking.uri)
+        prepare_target(target)
+        grid = sweep_grid(config)
+        stage = os.environ.get("DVC_STAGE")
+        name = f"{stage or 'sweep'}: " + " ".join(f"{k}={v}" for k, v in grid.items())
+        try:
+            self.client = MlflowClient(target.uri)
+            experiment = experiment_id(self.client, target, config.tracking.experiment)
+            run = self.client.create_run(
+                experiment,
+                run_name=name,
+                tags={
+                    "sweep_grid": json.dumps(grid),
+                    "sweep": str(config.hydra.sweep.dir),
+                    **provenance.source_tags(),
+                    **store.process_tags(),
+                },
+            )
+        except Exception as err:
+            raise target.fail(
+                f"cannot start the sweep's run ({store.describe_failure(err)})",
+                "check the store, or set tracking.enabled=false",
+            ) from None
+        self.run_id = run.info.run_id
+        os.environ[PARENT_RUN_VARIABLE] = self.run_id
+        for key, values in grid.items():
+            self.client.log_param(self.run_id, key, values)
+
+    def close(self, status: str) -> None:
+        """Record the best job (lowest final validation loss) and end the run."""
+        if self.run_id is None:
+            return
+        run_id, self.run_id = self.run_id, None
+        os.environ.pop(PARENT_RUN_VARIABLE, None)
+        try:
+            parent = self.client.get_run(run_id)
+            store.mark_stale_runs(self.client, [parent.info.experiment_id])
+            children = self.client.search_runs(
+                [parent.info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{run_id}' "
+                "and attributes.status = 'FINISHED'",
+                order_by=["metrics.final_val_loss ASC"],
+                max_results=1000,
+            )
+            if children:
+                best = children[0]
+                self.client.set_tag(run_id, "best_run_id", best.info.run_id)
+                self.client.set_tag(run_id, "best_run_name", best.info.run_name)
+                for key in (
+                    "final_val_loss",
+                    "final_val_accuracy",
+                    "final_test_accuracy",
+                ):
+                    if key in best.data.metrics:
+                        self.client.log_metric(
+                            run_id, f"best_{key}", best.data.metrics[key]
+                        )
+            self.client.log_metric(run_id, "jobs_finished", len(children))
+            self.client.set_terminated(run_id, status)
+        except (
+            Exception
+        ) as err:  # the jobs' runs are recorded; only the summary is lost
+            print(
+                f"warning: could not close the sweep's MLflow run {run_id}: "
+                f"{store.describe_failure(err)}",
+                file=sys.stderr,
+            )
+
+
+_sweep = SweepRun()
+
+
+def sweep_grid(config: DictConfig) -> dict[str, str]:
+    """The swept settings of a multirun: from the command line and the sweeper."""
+    grid = {}
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    for key, values in params.items():
+        grid[str(key)] = str(values)
+    for override in config.hydra.overrides.task:
+        key, _, value = str(override).partition("=")
+        if "," in value and not value.startswith(("[", "{", "'", '"')):
+            grid[key.lstrip("+~")] = value
+    return grid
 
 
 def clear_job_folders(directory: Path) -> None:
@@ -170,8 +269,15 @@ def entry_point() -> None:
         "++hydra.callbacks.sweep_guard._target_=mnist_regression.train.SweepGuard"
     )
     cli.install_signal_handlers(forward=forward_to_workers)
-    cli.main_guard(main)
+
+    def close_sweep() -> None:  # a sweep that did not reach its end
+        _sweep.close("KILLED" if cli.stop_requested() else "FAILED")
+
+    cli.main_guard(main, cleanup=close_sweep)
 
 
 if __name__ == "__main__":
-    entry_point()
+    # Run as the module Hydra imports for SweepGuard, so both share one SweepRun.
+    from mnist_regression import train
+
+    train.entry_point()

@@ -127,7 +127,12 @@ def app(data_cfg, tmp_path):
         that opened it first would create it itself, racing the app)."""
         return runs_of(client) if db.exists() else []
 
+    def jobs() -> list:
+        """The training runs, without the parent runs of sweeps."""
+        return [r for r in runs() if "sweep_grid" not in r.data.tags]
+
     return SimpleNamespace(
+        jobs=jobs,
         command=command,
         launch=launch,
         start=start,

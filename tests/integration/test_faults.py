@@ -312,7 +312,7 @@ def test_sigterm_to_a_sweep_stops_its_workers(app):
         stderr=subprocess.PIPE,
     )
     wait_for(
-        lambda: len([r for r in app.runs() if r.info.status == "RUNNING"]) == 2,
+        lambda: len([r for r in app.jobs() if r.info.status == "RUNNING"]) == 2,
         90,
         "two jobs to run",
     )
@@ -320,9 +320,12 @@ def test_sigterm_to_a_sweep_stops_its_workers(app):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143
     no_traceback(err)
-    records = app.runs()
+    records = app.jobs()
     assert len(records) == 2  # the sweep stopped: no job started after the signal
     assert {r.info.status for r in records} == {"KILLED"}
+    (parent,) = [r for r in app.runs() if "sweep_grid" in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in records} == {parent.info.run_id}
     for record in records:
         assert not psutil.pid_exists(int(record.data.tags["pid"]))
 

@@ -55,10 +55,12 @@ def stages_run(output: str) -> set[str]:
     }
 
 
-def mlflow_runs(repo: Path):
+def mlflow_runs(repo: Path, sweeps: bool = False):
+    """The training runs; with ``sweeps``, the parent runs of the stages instead."""
     client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mnist-regression")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    return [r for r in runs if ("sweep_grid" in r.data.tags) == sweeps]
 
 
 def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
@@ -87,6 +89,28 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     runs = mlflow_runs(repo)
     assert len(runs) == 2 + 2 + 2 + 2 + 2 + 2  # one per trained model
     assert {r.info.status for r in runs} == {"FINISHED"}
+    sweeps = mlflow_runs(repo, sweeps=True)  # one parent run per training stage
+    assert sorted(r.data.tags["dvc.stage"] for r in sweeps) == sorted(
+        name for name in all_stages if (repo / "results" / name).is_dir()
+    )
+    assert {r.info.status for r in sweeps} == {"FINISHED"}
+    experiment_names = {r.data.tags.get("dvc.experiment") for r in runs}
+    assert len(experiment_names) == 1 and None not in experiment_names
+    for stage in {r.data.tags["dvc.stage"] for r in runs}:  # names tell jobs apart
+        names = [r.info.run_name for r in runs if r.data.tags["dvc.stage"] == stage]
+        assert len(set(names)) == len(names), names
+    client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    for name, task in (
+        ("mnist-logistic-2-vs-3", "binary"),
+        ("mnist-softmax-10-digits", "multiclass"),
+    ):
+        champion = client.get_model_version_by_alias(name, "champion")
+        chosen = client.get_run(champion.run_id)
+        assert chosen.data.tags["task"] == task
+        same_task = [r for r in runs if r.data.tags["task"] == task]
+        assert chosen.data.metrics["final_val_accuracy"] == max(
+            r.data.metrics["final_val_accuracy"] for r in same_task
+        )
 
     again = run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date." in again.stdout

@@ -1,8 +1,10 @@
 """The Hydra app end to end on tiny data, recorded in a throwaway MLflow store."""
 
+import json
+
 import pytest
 
-from .conftest import runs_of
+from .conftest import BIN, run, runs_of
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +19,20 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
     assert record.data.params["optimizer.max_epochs"] == "4"
     tags = record.data.tags
     assert tags["model"] == "logistic" and tags["task"] == "binary"
-    assert len(tags["data_sha256"]) == 64 and tags["git_commit"]
+    assert len(tags["data_sha256"]) == 64
+    assert tags["mlflow.source.name"] == "mnist_regression.train"
+    assert len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["git_dirty"] in ("true", "false")
+    # every setting that differs from conf/, the tiny data set's included
+    assert record.info.run_name == (
+        "logistic patience=10 max_epochs=4 train_size=50 val_fraction=0.2"
+    )
+    (dataset,) = record.inputs.dataset_inputs
+    assert dataset.dataset.name == "mnist-binary"
+    assert dataset.dataset.digest == tags["data_sha256"][:36]
+    experiment = client.get_experiment_by_name("mnist-regression")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "named after its model" in experiment.tags["mlflow.note.content"]
     assert "optimizer.max_epochs=4" in tags["hydra_overrides"]
     history = client.get_metric_history(record.info.run_id, "val_loss")
     assert [m.step for m in history] == [0, 1, 2, 3, 4]
@@ -48,9 +63,25 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app):
     assert result.stderr.count("error: training diverged") == 2
     assert "sweep: 2 of 4 jobs failed" in result.stderr
     assert "the training loss rose from" in result.stderr
-    records = runs_of(client)
+    records = app.jobs()
     assert len(records) == 4
     assert len({r.data.tags["sweep"] for r in records}) == 1
+    names = [r.info.run_name for r in records]
+    assert len(set(names)) == 4 and "softmax l2=1 lr=500" in " | ".join(names)
+    (parent,) = [r for r in runs_of(client) if "sweep_grid" in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in records} == {parent.info.run_id}
+    assert json.loads(parent.data.tags["sweep_grid"]) == {
+        "model.l2": "0,1",
+        "optimizer.lr": "0.1,500",
+    }
+    finished = [r for r in records if r.info.status == "FINISHED"]
+    lowest = min(r.data.metrics["final_val_loss"] for r in finished)
+    assert parent.data.metrics["best_final_val_loss"] == lowest
+    best = {
+        r.info.run_id for r in finished if r.data.metrics["final_val_loss"] == lowest
+    }
+    assert parent.data.tags["best_run_id"] in best
     statuses = {
         (r.data.params["model.l2"], r.data.params["optimizer.lr"]): r.info.status
         for r in records
@@ -85,3 +116,45 @@ def test_bad_config_fails_before_training_without_traceback(app, override, messa
     assert "Traceback" not in result.stderr
     experiment = client.get_experiment_by_name("mnist-regression")
     assert experiment is None or not runs_of(client)
+
+
+def test_each_run_logs_a_model_that_predicts_as_the_project_does(app, tmp_path):
+    import mlflow
+    import numpy as np
+
+    from mnist_regression.data.prepare import load_task
+    from mnist_regression.models import LinearModel
+
+    out = tmp_path / "run"
+    app.launch("model=softmax", "optimizer.max_epochs=3", f"output_dir={out}")
+    (record,) = app.jobs()
+    x = load_task(tmp_path / "prepared", "multiclass")["x_test"]
+    with np.load(out / "weights.npz") as saved:
+        ours = LinearModel("softmax", saved["weights"], saved["bias"]).predict(x)
+    mlflow.set_tracking_uri(app.uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{record.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(x), ours)
+    spec = model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]
+    assert list(spec["shape"]) == [-1, x.shape[1]] and spec["dtype"] == "float32"
+    # the same through MLflow's command line, as a user would serve it
+    (tmp_path / "input.json").write_text(json.dumps({"inputs": x[:7].tolist()}))
+    served = run(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "predict",
+            "-m",
+            f"runs:/{record.info.run_id}/model",
+            "-i",
+            str(tmp_path / "input.json"),
+            "-t",
+            "json",
+            "--env-manager",
+            "local",
+        ],
+        tmp_path,
+        MLFLOW_TRACKING_URI=app.uri,
+    )
+    assert json.loads(served.stdout.strip().splitlines()[-1])["predictions"] == [
+        int(v) for v in ours[:7]
+    ]

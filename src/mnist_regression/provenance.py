@@ -1,0 +1,168 @@
+"""What tells runs apart and traces them: names, source and DVC tags, the dataset.
+
+- ``run_name``: the model, then every setting that differs from the defaults in
+  ``conf/``, wherever it was set (command line, preset, ``dvc exp run -S``):
+  ``softmax l2=0.01 lr=0.1``.
+- ``source_tags``: MLflow's own ``mlflow.source.*`` tags, which fill the UI's
+  Source and Version columns, plus ``git_dirty``; inside ``dvc exp run``, the DVC
+  experiment's name and baseline revision.
+- ``dataset``: the prepared data as an MLflow dataset (name, SHA-256 digest,
+  source, schema), which fills the UI's Dataset column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+# The project's own tree: its conf/ holds the defaults, its git the commit (inside
+# DVC, $DVC_ROOT is the workspace being run instead).
+CONF = Path(__file__).resolve().parents[2] / "conf"
+ENTRY_POINT = "mnist_regression.train"
+# Settings shown in run names when they differ from conf/, with their short name.
+NAMED = {
+    "model.l2": "l2",
+    "model.l2_bias": "l2_bias",
+    "optimizer.lr": "lr",
+    "optimizer.batch_size": "batch",
+    "optimizer.anneal_k": "anneal_k",
+    "optimizer.patience": "patience",
+    "optimizer.max_epochs": "max_epochs",
+    "optimizer.eval_every": "eval_every",
+    "seed": "seed",
+    "data.train_size": "train_size",
+    "data.val_fraction": "val_fraction",
+    "data.val_split": "val_split",
+    "data.digits": "digits",
+    "data.test_subset": "test_subset",
+}
+
+
+def conf_defaults(kind: str) -> DictConfig:
+    """The defaults of conf/ for a model: its group files, as Hydra composes them."""
+    top = OmegaConf.load(CONF / "config.yaml")
+    return OmegaConf.create(
+        {
+            "seed": top.seed,
+            "data": OmegaConf.load(CONF / "data" / "mnist.yaml"),
+            "model": OmegaConf.load(CONF / "model" / f"{kind}.yaml"),
+            "optimizer": OmegaConf.load(CONF / "optimizer" / "sgd.yaml"),
+        }
+    )
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "value") and hasattr(value, "name"):  # an Enum
+        return value.value
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``<model> key=value ...`` for every named setting that differs from conf/."""
+    kind = cfg.model.name.value
+    defaults = conf_defaults(kind)
+    parts = [kind]
+    for key, short in NAMED.items():
+        value = _plain(OmegaConf.select(cfg, key))
+        default = _plain(OmegaConf.select(defaults, key))
+        if value != default and not _same_number(value, default):
+            shown = "full" if key == "optimizer.batch_size" and value is None else None
+            parts.append(f"{short}={shown or _show(value)}")
+    return " ".join(parts)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    return (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and float(a) == float(b)
+    )
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=os.environ.get("DVC_ROOT") or CONF.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags and, inside ``dvc exp run``, the DVC experiment."""
+    tags = {"mlflow.source.name": ENTRY_POINT, "mlflow.source.type": "LOCAL"}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        branch = _git("rev-parse", "--abbrev-ref", "HEAD")
+        if branch and branch != "HEAD":
+            tags["mlflow.source.git.branch"] = branch
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        tags["git_dirty"] = "true" if status else "false"
+    for variable, tag in (
+        ("DVC_EXP_NAME", "dvc.experiment"),
+        ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev"),
+        ("DVC_STAGE", "dvc.stage"),
+    ):
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    return tags
+
+
+def dataset(path: Path, digest: str, arrays: Mapping[str, np.ndarray]) -> dict:
+    """The prepared data of a task as the fields of an MLflow dataset."""
+    schema = {
+        "mlflow_tensorspec": {
+            "features": json.dumps(
+                [
+                    {
+                        "name": name,
+                        "type": "tensor",
+                        "tensor-spec": {
+                            "dtype": str(array.dtype),
+                            "shape": [-1, *array.shape[1:]],
+                        },
+                    }
+                    for name, array in arrays.items()
+                    if name.startswith(("x_", "t_"))
+                ]
+            ),
+            "targets": None,
+        }
+    }
+    counts = {name: int(len(a)) for name, a in arrays.items() if name.startswith("t_")}
+    return {
+        "name": f"mnist-{path.stem}",
+        "digest": digest[:36],
+        "source_type": "local",
+        "source": json.dumps({"uri": str(path.resolve())}),
+        "schema": json.dumps(schema),
+        "profile": json.dumps(counts),
+    }
