@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	touch $(STAMP)
 
 run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
+	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
 
 test: $(STAMP)  ## set up .venv and run the test suite

@@ -1,15 +1,21 @@
 """Compose ``params.yaml`` from ``conf/`` exactly as ``dvc exp run`` does.
 
-``python -m mnist_regression.params`` rewrites params.yaml; ``--check`` only reports
-whether it is out of date (exit 1 if so). Plain ``dvc repro`` never recomposes it.
+``python -m mnist_regression.params`` rewrites params.yaml and names every value it
+changes; ``--check`` only compares, and exits 1 with one line naming the values
+that differ and the commands that settle them. ``make run`` and the pipeline's
+first stage run the check, so an edit of ``conf/`` is never silently ignored.
+Inside ``dvc exp run`` the check passes: there params.yaml is conf/ plus ``-S``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 
 def compose_params(root: Path, output: Path) -> None:
@@ -29,24 +35,58 @@ def compose_params(root: Path, output: Path) -> None:
     )
 
 
+def flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out = {}
+    for key, value in tree.items():
+        out |= flat(value, f"{prefix}{key}.")
+    return out
+
+
+def differences(current: Path, composed: Path) -> list[tuple[str, object, object]]:
+    """(key, value in params.yaml, value composed from conf/) for each difference."""
+    old = flat(yaml.safe_load(current.read_text())) if current.is_file() else {}
+    new = flat(yaml.safe_load(composed.read_text()))
+    keys = sorted(set(old) | set(new))
+    return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+def describe(diffs) -> str:
+    shown = ", ".join(f"{k} (params.yaml {a!r}, conf/ {b!r})" for k, a, b in diffs[:4])
+    more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+    return shown + more
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare")
     args = parser.parse_args()
     root = Path.cwd()
     target = root / "params.yaml"
-    if not args.check:
-        compose_params(root, target)
-        print(f"wrote {target}")
+    if args.check and os.environ.get("DVC_EXP_NAME"):
+        print("inside dvc exp run: params.yaml is conf/ plus its -S values")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "params.yaml"
         compose_params(root, fresh)
-        if target.is_file() and fresh.read_text() == target.read_text():
-            print("params.yaml is up to date with conf/")
-            return 0
-    print("params.yaml differs from conf/: run `make params`", file=sys.stderr)
-    return 1
+        diffs = differences(target, fresh)
+        if args.check:
+            if not diffs:
+                print("params.yaml is up to date with conf/")
+                return 0
+            print(
+                f"error: params.yaml differs from conf/ in {describe(diffs)}: "
+                "`make params` trains conf/'s values; to keep params.yaml's, write "
+                "them into conf/ (or keep the experiment with `dvc exp branch`)",
+                file=sys.stderr,
+            )
+            return 1
+        target.write_text(fresh.read_text())
+    for key, old, new in diffs:
+        print(f"params.yaml: {key}: {old!r} -> {new!r} (from conf/)")
+    print(f"wrote {target}")
+    return 0
 
 
 if __name__ == "__main__":

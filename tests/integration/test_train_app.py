@@ -1,6 +1,8 @@
 """The Hydra app end to end on tiny data, recorded in a throwaway MLflow store."""
 
 import json
+import struct
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,10 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
     assert {"config.yaml", "weights.npz", "weights_grid.png", "curves.png"} <= artifacts
     images = client.list_artifacts(record.info.run_id, "weights")
     assert [a.path for a in images] == ["weights/2 vs 3.png"]
+    local = client.download_artifacts(record.info.run_id, "weights/2 vs 3.png")
+    header = Path(local).read_bytes()[:24]
+    width, height = struct.unpack(">II", header[16:24])
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and min(width, height) >= 224
 
 
 def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app):
