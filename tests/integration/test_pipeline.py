@@ -132,6 +132,7 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         ["dvc", "exp", "run", *small(npm_raw_dir), "-S", "model.l2=0.5"], repo
     )
     assert stages_run(changed.stdout) == {
+        "params",  # params.yaml changed: the check of it against conf/ runs again
         "models",
         "logistic_lr",
         "logistic_anneal",
