@@ -26,6 +26,16 @@ FIGURES = [
 ]
 
 
+# The README's `dvc exp show`
+TABLE = [
+    "--no-pager",
+    "--drop",
+    ".*",
+    "--keep",
+    r"Experiment|.*\.(val|test)$|model\.l2$|optimizer\.lr$",
+]
+
+
 def small(mirror: Path) -> list[str]:
     """Overrides that shrink the study; each `dvc exp run` composes conf/ anew."""
     overrides = [
@@ -72,7 +82,7 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     for name in FIGURES:
         width, height = png_size(repo / "reports" / "figures" / name)
         assert width >= 400 and height >= 200, name
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    metrics = json.loads((repo / "reports" / "details.json").read_text())
     for model in ("logistic", "softmax"):
         assert {"test_accuracy", "test_accuracy_last2000", "val_accuracy"} <= set(
             metrics[model]
@@ -85,6 +95,8 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     assert f"{100 * metrics['softmax']['test_accuracy']:.2f}%" in report
     assert all(f"figures/{name}" in report for name in FIGURES)
     assert "<script" in (repo / "reports" / "plots_template.html").read_text()
+    headline = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert headline["softmax"]["test"] == round(metrics["softmax"]["test_accuracy"], 4)
 
     runs = mlflow_runs(repo)
     assert len(runs) == 2 + 2 + 2 + 2 + 2 + 2  # one per trained model
@@ -139,6 +151,12 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         "report",
     }
     assert trained_l2() == {"logistic": 0.5, "softmax": 0.5}
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    metrics = json.loads((repo / "reports" / "details.json").read_text())
     assert metrics["logistic_lr"]["lr=0.1"]["weight_norm"] < 0.8 * norm_before
     assert len(mlflow_runs(repo)) == 12 + 2 + (2 + 2 + 2)  # forced, then changed
+
+    # the README's tables fit in 120 columns, experiments listed
+    for command in (["dvc", "metrics", "show"], ["dvc", "exp", "show", *TABLE]):
+        table = run(command, repo, COLUMNS="400").stdout  # as wide as it wants
+        assert max(len(line.rstrip()) for line in table.splitlines()) <= 120, table
+        assert "softmax.test" in table and "…" not in table
