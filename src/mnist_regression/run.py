@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from .results import write_histories
 from .tracking import open_run
 from .training import SPLITS, Dataset, DivergenceError, History, Schedule, train
 
+log = logging.getLogger("mnist_regression")
 TASKS = {"logistic": "binary", "softmax": "multiclass"}
 # Set by a sweep's main process: the MLflow run its jobs are children of.
 PARENT_RUN_VARIABLE = "MNIST_REGRESSION_PARENT_RUN"
@@ -35,6 +38,31 @@ class RunResult:
     labels: list[str]
     run_id: str | None
     config: dict  # the resolved configuration
+
+
+class ProgressLines:
+    """Off a terminal (a pipeline stage, a sweep's job), where no progress bar
+    shows: a line when the run starts and, every ``every`` seconds, one with the
+    epoch, the validation loss and accuracy; the app logs the end."""
+
+    def __init__(self, name: str, enabled: bool, every: float = 10.0):
+        self.name, self.enabled, self.every = name, enabled, every
+        self.start = self.last = time.monotonic()
+        if enabled:
+            log.info("%s: started", name)
+
+    def eval(self, epoch: int, values: Mapping[str, float]) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.last >= self.every:
+            self.last = now
+            log.info(
+                "%s: epoch %d, val_loss %.4f, val_accuracy %.4f (%.0f s)",
+                self.name,
+                epoch,
+                values["val_loss"],
+                values["val_accuracy"],
+                now - self.start,
+            )
 
 
 def class_labels(cfg: DictConfig, kind: str, n_classes: int) -> list[str]:
@@ -98,6 +126,8 @@ def run_training(
         out_dir,
         provenance.dataset(prepared / f"{task}.npz", digest, arrays),
     )
+    name = run_name or provenance.run_name(cfg)
+    lines = ProgressLines(name, enabled=not show)
     with run, tqdm(total=schedule.max_epochs, disable=not show, unit="epoch") as bar:
 
         def on_eval(epoch: int, values: dict[str, float]) -> None:
@@ -108,6 +138,7 @@ def run_training(
                 val_loss=f"{values['val_loss']:.4f}",
                 val_acc=f"{values['val_accuracy']:.4f}",
             )
+            lines.eval(epoch, values)
 
         try:
             history = train(

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from .training import DivergenceError
 
 # ${pid:} in hydra.run.dir keeps runs started in the same second apart.
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+log = logging.getLogger("mnist_regression")
 WAIT_FOR_WORKERS = 60.0  # seconds a stopped sweep waits for its jobs to close runs
 
 
@@ -54,6 +57,7 @@ def output_dir(cfg: DictConfig, hydra_cfg, multirun: bool) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    started = time.monotonic()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if os.getpid() != _MAIN_PID:  # a joblib worker: signals end its run, then it
@@ -83,12 +87,16 @@ def main(cfg: DictConfig) -> float | None:
         sys.stderr.flush()
         os._exit(cli.exit_code(err))  # a worker: end it, so the sweep stops
     final = result.final
-    print(
-        f"{run_name}: best epoch {final['best_epoch']} of {final['epochs_run']}, "
-        f"val accuracy {final['final_val_accuracy']:.4f}, "
-        f"test accuracy {final['final_test_accuracy']:.4f}"
-        + (f", MLflow run {result.run_id}" if result.run_id else ""),
-        flush=True,
+    # Hydra's job logging: on the console and in the job's train.log
+    log.info(
+        "%s: best epoch %d of %d, val accuracy %.4f, test accuracy %.4f%s (%.1f s)",
+        run_name,
+        final["best_epoch"],
+        final["epochs_run"],
+        final["final_val_accuracy"],
+        final["final_test_accuracy"],
+        f", MLflow run {result.run_id}" if result.run_id else "",
+        time.monotonic() - started,
     )
     return final["final_val_loss"]
 

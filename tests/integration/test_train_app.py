@@ -54,7 +54,7 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
     assert header[:8] == b"\x89PNG\r\n\x1a\n" and min(width, height) >= 224
 
 
-def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app):
+def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
     launch, client = app.launch, app.client
     result = launch(
         "-m",
@@ -68,6 +68,11 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app):
     # climbs far above its start, which is caught as well
     assert result.stderr.count("error: training diverged") == 2
     assert "sweep: 2 of 4 jobs failed" in result.stderr
+    # off a terminal, each job says when it starts and ends, in its train.log too
+    assert result.stdout.count(": started") == 4
+    assert result.stdout.count(": best epoch") == 2
+    logs = sorted((tmp_path / "multirun").glob("*/train.log"))
+    assert len(logs) == 4 and all(": started" in p.read_text() for p in logs)
     assert "the training loss rose from" in result.stderr
     records = app.jobs()
     assert len(records) == 4
