@@ -140,6 +140,7 @@ def run_training(
             )
             lines.eval(epoch, values)
 
+        started = time.perf_counter()
         try:
             history = train(
                 model,
@@ -153,10 +154,11 @@ def run_training(
         except DivergenceError as err:
             save_failure(out_dir, label, str(err), resolved)
             raise
+        seconds = time.perf_counter() - started  # the loop alone, evaluations included
         final = final_metrics(history)
         result = RunResult(model, history, final, labels, run.run_id, resolved)
         save_results(result, out_dir, label)
-        run.log_metrics(final)
+        run.log_metrics({**final, "train_seconds": seconds})
         run.set_tags({"stop_reason": history.stop_reason})
         if cfg.tracking.artifacts and run.run_id:
             log_artifacts(run, model, history, labels, resolved, run_name or kind)

@@ -108,8 +108,9 @@ class SweepGuard(Callback):
     """What a multirun does in its main process, before and after its jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("output_dir"):
+        if config.get("output_dir"):  # job folders, and Hydra's logs beside them
             clear_job_folders(Path(config.output_dir))
+            clear_job_folders(Path(config.hydra.sweep.dir))
         try:
             if config.tracking.enabled:
                 _sweep.open(config)

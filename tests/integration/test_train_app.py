@@ -41,6 +41,7 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
     for name in ("train_accuracy", "test_loss", "weight_norm", "learning_rate"):
         assert len(client.get_metric_history(record.info.run_id, name)) == 5
     assert record.data.metrics["epochs_run"] == 4
+    assert 0 < record.data.metrics["train_seconds"] < 60
     assert {"final_test_accuracy", "final_val_accuracy", "best_epoch"} <= set(
         record.data.metrics
     )
