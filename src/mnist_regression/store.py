@@ -36,6 +36,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from .cli import check_stop
 from .errors import StoreError
 
 LOCK_SECONDS = 10.0  # longest wait for the store's creation lock
@@ -208,7 +209,6 @@ def inspect_sqlite(db: Path) -> tuple[str, str, int]:
 
 def _create_sqlite_store(target: Target, db: Path) -> None:
     """Create and migrate a store in a temporary file, then rename it into place."""
-    from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
@@ -216,9 +216,9 @@ def _create_sqlite_store(target: Target, db: Path) -> None:
         store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_root(db))
         store.engine.dispose()
         os.replace(tmp, db)
-    except (MlflowException, OSError, sqlite3.Error) as err:
-        raise target.fail(f"cannot create {db} ({err})", "check the folder") from None
-    except Exception as err:  # SQLAlchemy's errors
+    except Exception as err:  # MLflow's, SQLAlchemy's, the file system's
+        # an interrupt that a library's cleanup replaced by an error of its own
+        check_stop()
         raise target.fail(f"cannot create {db} ({err})", "check the folder") from None
     finally:
         for path in (tmp, Path(f"{tmp}-journal")):

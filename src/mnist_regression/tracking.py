@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from . import store
-from .cli import shutting_down
+from .cli import check_stop, shutting_down
 from .errors import Terminated
 
 
@@ -121,6 +121,7 @@ class MlflowRun(NullRun):
             if self.dataset:
                 self._log_dataset()
         except Exception as err:
+            check_stop()  # an interrupt that a library turned into another error
             raise self.target.fail(
                 f"cannot start a run ({store.describe_failure(err)})",
                 "check the store, or set tracking.enabled=false to train without it",

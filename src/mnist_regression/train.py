@@ -161,6 +161,7 @@ class SweepRun:
                 },
             )
         except Exception as err:
+            cli.check_stop()  # an interrupt that a library turned into another error
             raise target.fail(
                 f"cannot start the sweep's run ({store.describe_failure(err)})",
                 "check the store, or set tracking.enabled=false",
