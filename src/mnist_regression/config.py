@@ -101,6 +101,15 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+def plain(value: Any) -> Any:
+    """A config value as plain Python: an Enum's value, a list or dict for a node."""
+    if isinstance(value, Enum):
+        return value.value
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, enum_to_str=True)
+    return value
+
+
 def structured(schema: type, cfg: Any, key: str = "") -> DictConfig:
     """Merge ``cfg`` into ``schema``; bad keys and types become ConfigError."""
     try:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from .config import plain
+
 # The project's own tree: its conf/ holds the defaults, its git the commit (inside
 # DVC, $DVC_ROOT is the workspace being run instead).
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -58,14 +60,6 @@ def conf_defaults(kind: str) -> DictConfig:
     )
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "value") and hasattr(value, "name"):  # an Enum
-        return value.value
-    if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value)
-    return value
-
-
 def _show(value: Any) -> str:
     if value is None:
         return "null"
@@ -82,8 +76,8 @@ def run_name(cfg: DictConfig) -> str:
     defaults = conf_defaults(kind)
     parts = [kind]
     for key, short in NAMED.items():
-        value = _plain(OmegaConf.select(cfg, key))
-        default = _plain(OmegaConf.select(defaults, key))
+        value = plain(OmegaConf.select(cfg, key))
+        default = plain(OmegaConf.select(defaults, key))
         if value != default and not _same_number(value, default):
             shown = "full" if key == "optimizer.batch_size" and value is None else None
             parts.append(f"{short}={shown or _show(value)}")

@@ -118,15 +118,15 @@ def run_training(
     if os.environ.get(PARENT_RUN_VARIABLE):
         all_tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_VARIABLE]
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    name = run_name or provenance.run_name(cfg)
     run = open_run(
         cfg.tracking,
-        run_name or provenance.run_name(cfg),
+        name,
         resolved,
         all_tags,
         out_dir,
         provenance.dataset(prepared / f"{task}.npz", digest, arrays),
     )
-    name = run_name or provenance.run_name(cfg)
     lines = ProgressLines(name, enabled=not show)
     with run, tqdm(total=schedule.max_epochs, disable=not show, unit="epoch") as bar:
 

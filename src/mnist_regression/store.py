@@ -27,6 +27,7 @@ import shutil
 import socket
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import closing
@@ -126,8 +127,6 @@ def ensure_sqlite_store(target: Target, db: Path) -> None:
 
 
 def _probe(folder: Path):
-    import tempfile
-
     return tempfile.TemporaryFile(dir=folder, prefix=".write-probe-")
 
 
@@ -334,6 +333,15 @@ def keep_pending(directory: Path, record: Mapping[str, Any], artifacts: Path | N
     return pending
 
 
+def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
+    """Parameters in batches of 100, MLflow's limit per call."""
+    from mlflow.entities import Param
+
+    batch = [Param(k, v[:6000]) for k, v in params.items()]
+    for start in range(0, len(batch), 100):
+        client.log_batch(run_id, params=batch[start : start + 100])
+
+
 def pending_folders(paths: Iterable[Path]) -> list[Path]:
     found = []
     for path in paths:
@@ -346,7 +354,7 @@ def pending_folders(paths: Iterable[Path]) -> list[Path]:
 
 def replay(pending: Path, uri: str | None = None) -> str:
     """Write one ``mlflow-pending`` folder into its store; remove it on success."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -363,18 +371,14 @@ def replay(pending: Path, uri: str | None = None) -> str:
     except MlflowException:
         run_id = None  # replayed into another store: a new run carries everything
     if not run_id:
-        experiment = client.get_experiment_by_name(record["experiment"])
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else client.create_experiment(record["experiment"])
-        )
+        from .tracking import experiment_id
+
         run_id = client.create_run(
-            experiment_id, run_name=record["run_name"], tags=record.get("tags", {})
+            experiment_id(client, target, record["experiment"]),
+            run_name=record["run_name"],
+            tags=record.get("tags", {}),
         ).info.run_id
-        params = [Param(k, v) for k, v in record.get("params", {}).items()]
-        for start in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[start : start + 100])
+        log_params(client, run_id, record.get("params", {}))
     tags = [RunTag(k, str(v)) for k, v in record.get("late_tags", {}).items()]
     metrics = [Metric(k, v, ts, step) for k, v, ts, step in record.get("metrics", [])]
     client.log_batch(run_id, tags=tags)

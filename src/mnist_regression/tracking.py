@@ -16,6 +16,7 @@ cannot break that ending.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -98,7 +99,7 @@ class MlflowRun(NullRun):
         self._warned = False
 
     def __enter__(self) -> MlflowRun:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import RunTag
         from mlflow.tracking import MlflowClient
 
         store.prepare_target(self.target)
@@ -112,9 +113,7 @@ class MlflowRun(NullRun):
                 tags={**self.tags, **store.process_tags()},
             )
             self.run_id = run.info.run_id
-            params = [Param(k, v[:6000]) for k, v in self.params.items()]
-            for start in range(0, len(params), 100):
-                self.client.log_batch(self.run_id, params=params[start : start + 100])
+            store.log_params(self.client, self.run_id, self.params)
             self.client.log_batch(
                 self.run_id, tags=[RunTag("mlflow.runName", self.run_name)]
             )
@@ -214,8 +213,6 @@ class MlflowRun(NullRun):
         if not self._try(write, 0.0):
             self._warn()
             self._artifacts = Path(tempfile.mkdtemp(prefix="mlflow-artifacts-"))
-            import shutil
-
             shutil.copytree(directory, self._artifacts, dirs_exist_ok=True)
 
     def log_model(self, model, example) -> None:
@@ -293,8 +290,6 @@ class MlflowRun(NullRun):
 
     def _drop_artifacts(self) -> None:
         if self._artifacts is not None:
-            import shutil
-
             shutil.rmtree(self._artifacts, ignore_errors=True)
             self._artifacts = None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from ..config import ConfigError, require
+from ..config import ConfigError, plain, require
 from ..errors import DataError, MissingInputError
 from ..io import save_json, save_npz
 from .idx import IdxError, read_idx
@@ -128,18 +128,10 @@ def summarize(tasks: dict[str, dict[str, np.ndarray]], cfg: DictConfig) -> dict:
 
 def settings_of(cfg: DictConfig, seed: int) -> dict:
     """The settings that decide the prepared data (the seed only for a random split)."""
-    settings = {key: _plain(cfg[key]) for key in SETTINGS}
+    settings = {key: plain(cfg[key]) for key in SETTINGS}
     if settings["val_split"] == "random":
         settings["seed"] = int(seed)
     return settings
-
-
-def _plain(value):
-    if hasattr(value, "name") and hasattr(value, "value"):  # an Enum
-        return value.value
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return [int(v) for v in value]
 
 
 def prepare(cfg: DictConfig, seed: int) -> dict:
