@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 # DVC stage commands call `python`: the one in .venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test lint bench params lock clean-venv
+.PHONY: help run test ui check lint bench params lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,12 +26,27 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --quiet --frozen --inexact --extra dev --python $(BIN)/python
 	touch $(STAMP)
 
+# The browser tests drive Debian's Chromium (Playwright's own browser download is
+# not used); installed on first `make test` when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
 run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
 
-test: $(STAMP)  ## set up .venv and run the test suite
+test: $(STAMP) $(CHROMIUM)  ## set up .venv (and Chromium) and run the test suite
 	$(BIN)/pytest
+
+ui: $(STAMP)  ## start `mlflow ui` on the study's store and print the address of its runs
+	$(BIN)/python -m mnist_regression.store ui
+
+check: $(STAMP)  ## compare the rebuilt study with the committed one, within tolerances
+	$(BIN)/python -m mnist_regression.check
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests benchmarks

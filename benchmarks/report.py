@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mnist_regression.drawing import plt, save
 from mnist_regression.io import atomic_write, save_json
-from mnist_regression.plots import plt, save
 
 PARTS = ["race", "tradeoff", "floor", "profile", "scaling", "tracking", "pipeline"]
 NAMES = {

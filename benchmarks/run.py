@@ -263,7 +263,7 @@ def pipeline() -> dict:
     dvc = str(Path(sys.executable).parent / "dvc")
     stages = [
         "models",
-        "seed_protocol",
+        "seed_readings",
         "logistic_lr",
         "logistic_anneal",
         "logistic_l2",

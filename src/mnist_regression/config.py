@@ -66,7 +66,16 @@ class OptimizerConfig:
     anneal_k: float = MISSING
     patience: int = MISSING
     max_epochs: int = MISSING
+    max_steps: int | None = MISSING
     eval_every: int = MISSING
+
+
+@dataclass
+class SeedModelConfig:
+    """What the seed study says of one model (conf/experiment/seed.yaml)."""
+
+    l2: float = MISSING
+    iterations: int = MISSING
 
 
 @dataclass
@@ -83,7 +92,8 @@ class StudyConfig:
     lr_grid: str = MISSING
     anneal_grid: str = MISSING
     l2_grid: str = MISSING
-    seed_l2: float = MISSING
+    seeds: str = MISSING
+    seed_batches: str = MISSING
     n_jobs: int = MISSING
     results_dir: str = MISSING
     reports_dir: str = MISSING
@@ -99,6 +109,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # set by experiment=seed: per model name, the values its settings select
+    seed_study: dict[str, SeedModelConfig] | None = None
 
 
 def plain(value: Any) -> Any:
@@ -111,8 +123,14 @@ def plain(value: Any) -> Any:
 
 
 def structured(schema: type, cfg: Any, key: str = "") -> DictConfig:
-    """Merge ``cfg`` into ``schema``; bad keys and types become ConfigError."""
+    """Merge ``cfg`` into ``schema``; bad keys and types become ConfigError.
+
+    Interpolations are resolved first, on the plain values (a preset may pick a
+    value by ``${model.name}``, which the schema would turn into an Enum).
+    """
     try:
+        if OmegaConf.is_config(cfg):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         OmegaConf.to_container(merged, throw_on_missing=True)
     except OmegaConfBaseException as err:
@@ -178,6 +196,11 @@ def check_training(cfg: DictConfig) -> None:
     for key in ("patience", "max_epochs", "eval_every"):
         value = opt[key]
         require(value >= 1, f"optimizer.{key}", f"must be >= 1, got {value}")
+    require(
+        opt.max_steps is None or opt.max_steps >= 1,
+        "optimizer.max_steps",
+        f"must be null (no limit) or >= 1, got {opt.max_steps}",
+    )
     require(
         cfg.tracking.retry_seconds >= 0,
         "tracking.retry_seconds",

@@ -36,6 +36,7 @@ NAMED = {
     "optimizer.batch_size": "batch",
     "optimizer.anneal_k": "anneal_k",
     "optimizer.patience": "patience",
+    "optimizer.max_steps": "steps",
     "optimizer.max_epochs": "max_epochs",
     "optimizer.eval_every": "eval_every",
     "seed": "seed",
@@ -75,9 +76,12 @@ def run_name(cfg: DictConfig) -> str:
     kind = cfg.model.name.value
     defaults = conf_defaults(kind)
     parts = [kind]
+    steps = cfg.optimizer.max_steps
     for key, short in NAMED.items():
         value = plain(OmegaConf.select(cfg, key))
         default = plain(OmegaConf.select(defaults, key))
+        if key == "optimizer.max_epochs" and steps is not None and value >= steps:
+            continue  # every epoch takes a step at least: max_steps ends the run
         if value != default and not _same_number(value, default):
             shown = "full" if key == "optimizer.batch_size" and value is None else None
             parts.append(f"{short}={shown or _show(value)}")

@@ -1,58 +1,47 @@
 """The ``report`` stage: figures, DVC metrics and plot data, and results.md.
 
 Every number in results.md is read from the training stages' outputs; only the
-seed study's own published figures are constants, in ``SEED_STUDY``.
+seed study's own published figures are constants, in ``seed_study.SEED_STUDY``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
-from . import figures, losses
+from . import losses, seed_study
+from . import study_figures as figures
 from .data.prepare import load_task
+from .drawing import save
 from .errors import DataError
 from .io import atomic_write, save_json
-from .plots import curves_figure, save
 from .results import Job, read_stage, write_histories
+from .run_figures import curves_figure
+from .seed_study import Reading, accuracies, over_seeds
 
-# What the seed study reported (its write-up; not computed here).
-SEED_STUDY = {
-    "logistic": {"test_accuracy": 0.9877, "lr": 0.01},
-    "softmax": {
-        "val_accuracy": 0.88,
-        "test_accuracy": 0.92,
-        "l2": 1e-7,
-        "iterations": 1000,
-    },
-}
-LAST_N = 2000
-STAGES = {  # stage -> parameter that its jobs vary
-    "models": "model.name",
-    "seed_protocol": "model.name",
+# Significant digits of the committed numbers (details.json, plot data): float32
+# training determines about 7, and another processor moves the 7th or 8th.
+DIGITS = 6
+
+
+def significant(tree, digits: int = DIGITS):
+    """``tree`` with every float rounded to ``digits`` significant digits."""
+    if isinstance(tree, dict):
+        return {key: significant(value, digits) for key, value in tree.items()}
+    if isinstance(tree, float):
+        return float(f"{tree:.{digits}g}")
+    return tree
+
+
+STAGES = {  # stage -> parameter that its jobs vary (None: several, kept in order)
+    "models": None,
+    "seed_readings": None,
     "logistic_lr": "optimizer.lr",
     "logistic_anneal": "optimizer.anneal_k",
     "logistic_l2": "model.l2",
     "softmax_l2": "model.l2",
 }
-
-
-def accuracies(job: Job, data: dict[str, np.ndarray], n_test_file: int) -> dict:
-    """Test accuracy on the whole test set and on its last LAST_N images."""
-    predicted = job.model.predict(data["x_test"])
-    correct = predicted == data["t_test"]
-    last = data["index_test"] >= n_test_file - LAST_N
-    return {
-        "val_accuracy": job.metrics["final_val_accuracy"],
-        "test_accuracy": float(correct.mean()),
-        f"test_accuracy_last{LAST_N}": float(correct[last].mean()),
-        "test_images": int(len(correct)),
-        f"test_images_last{LAST_N}": int(last.sum()),
-        "epochs_run": job.metrics["epochs_run"],
-        "best_epoch": job.metrics["best_epoch"],
-    }
 
 
 def sweep_metrics(jobs: list[Job], key: str) -> dict:
@@ -70,92 +59,90 @@ def sweep_metrics(jobs: list[Job], key: str) -> dict:
 
 
 def headline(metrics: dict) -> dict:
-    """The DVC metrics: the two models' validation and test accuracy (to one image
-    in 10,000), short enough for `dvc metrics show` and the README's
-    `dvc exp show` in 120 columns; every other number is in details.json."""
+    """The DVC metrics: each model's validation and test accuracy, the mean over
+    the seeds (to one image in 10,000), short enough for `dvc metrics show` and the
+    README's `dvc exp show` in 120 columns; every other number is in details.json."""
     return {
         model: {
-            "val": round(metrics[model]["val_accuracy"], 4),
-            "test": round(metrics[model]["test_accuracy"], 4),
+            "val": round(metrics[model]["val_accuracy"]["mean"], 4),
+            "test": round(metrics[model]["test_accuracy"]["mean"], 4),
         }
         for model in ("logistic", "softmax")
     }
 
 
-def write_plot_data(path: Path, jobs: list[Job], key: str) -> None:
+def write_plot_data(path: Path, jobs: list[Job], key: str | None) -> None:
     """Every job's history in one CSV, labelled by the varied parameter."""
-    name = key.split(".")[-1]
-    write_histories(path, [(f"{name}={job.param(key)}", job.history) for job in jobs])
-
-
-def pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
+    if key is None:
+        labelled = [(job.label, job.history) for job in jobs]
+    else:
+        name = key.split(".")[-1]
+        labelled = [(f"{name}={job.param(key)}", job.history) for job in jobs]
+    write_histories(path, labelled, DIGITS)
 
 
 def settings(job: Job) -> str:
     opt = job.config["optimizer"]
     batch = "full batch" if opt["batch_size"] is None else f"batch {opt['batch_size']}"
     anneal = f", lr / (1 + {opt['anneal_k']:g} t)" if opt["anneal_k"] else ""
+    limit = (
+        f"at most {opt['max_steps']:,} steps"
+        if opt["max_steps"] is not None and opt["max_steps"] <= opt["max_epochs"]
+        else f"at most {opt['max_epochs']:,} epochs"
+    )
     return (
-        f"lr {opt['lr']:g}{anneal}, {batch}, at most {opt['max_epochs']:,} epochs, "
-        f"patience {opt['patience']}, lambda {job.param('model.l2'):g}"
+        f"lr {opt['lr']:g}{anneal}, {batch}, {limit}, patience {opt['patience']}, "
+        f"lambda {job.param('model.l2'):g}"
     )
 
 
-def comparison_table(metrics: dict, seed_jobs: dict, model_jobs: dict) -> list[str]:
-    ours, seed = metrics, metrics["seed_protocol"]
-    last = f"test_accuracy_last{LAST_N}"
-
-    def cells(model: str, key: str) -> str:
-        keys = (key, last) if key == "test_accuracy" else (key, None)
-        return " | ".join(
-            pct(source[model][k]) if k else "" for source in (seed, ours) for k in keys
-        )
-
-    def epochs(model: str) -> str:
-        cells = []
-        for source in (seed, ours):
-            run = source[model]
-            cells += [f"{run['epochs_run']:,} (best {run['best_epoch']:,})", ""]
-        return " | ".join(cells)
-
-    published = SEED_STUDY
+def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
+    """The section on the seed study: readings, seeds, gaps, in words and tables."""
+    preset = {
+        m: next(r for r in rs if r.name == "full batch") for m, rs in readings.items()
+    }
+    row = preset["softmax"].row
     lines = [
-        "| | seed study | seed protocol, all test images | seed protocol, last "
-        f"{LAST_N:,} | our defaults, all test images | our defaults, last {LAST_N:,} |",
-        "|---|---|---|---|---|---|",
-        f"| 2 vs 3, test accuracy | {pct(published['logistic']['test_accuracy'])} "
-        f"(lr {published['logistic']['lr']:g}) | "
-        f"{cells('logistic', 'test_accuracy')} |",
-        f"| 2 vs 3, epochs run | | {epochs('logistic')} |",
-        f"| 10 digits, validation accuracy | about "
-        f"{100 * published['softmax']['val_accuracy']:.0f}% | "
-        f"{cells('softmax', 'val_accuracy')} |",
-        f"| 10 digits, test accuracy | about "
-        f"{100 * published['softmax']['test_accuracy']:.0f}% "
-        f"(lambda {published['softmax']['l2']:g}, "
-        f"{published['softmax']['iterations']:,} iterations) | "
-        f"{cells('softmax', 'test_accuracy')} |",
-        f"| 10 digits, epochs run | {published['softmax']['iterations']:,} | "
-        f"{epochs('softmax')} |",
+        "Each accuracy is followed by its 95% Wilson interval for the size of its "
+        f"set. The sets: 2 vs 3, {seed_study.images_per_point(preset['logistic'].row)};"
+        f" 10 digits, {seed_study.images_per_point(row)}.",
+        "",
+        '### What an "iteration" was',
+        "",
+        "The study ran its settings for a number of iterations without saying "
+        "whether an iteration is a step on the whole training set, on one example "
+        "(its eq. 21) or on a mini-batch. The `seed_readings` stage runs each "
+        "reading with the study's settings, `experiment=seed`: "
+        f"{settings(preset['logistic'].job)} for 2 vs 3, "
+        f"{settings(preset['softmax'].job)} for 10 digits, batch as in the table.",
+        "",
+        *seed_study.readings_table(readings),
+        "",
+        *(seed_study.verdict(model, rs) for model, rs in readings.items()),
+        "",
+        "### Our defaults, over seeds",
+        "",
+        f"Mean ± standard deviation over the seeds of the mini-batch order "
+        f"({settings(models['logistic'])}); the interval is that of the mean's "
+        "accuracy on its set.",
+        "",
+        *seed_study.seeds_table({m: metrics[m] for m in ("logistic", "softmax")}),
+        "",
+        "### The gaps",
+        "",
     ]
-    counts = (
-        f"Test images: 2 vs 3, {ours['logistic']['test_images']:,} in all and "
-        f"{ours['logistic'][f'test_images_last{LAST_N}']:,} among the last "
-        f"{LAST_N:,}; 10 digits, {ours['softmax']['test_images']:,} and "
-        f"{ours['softmax'][f'test_images_last{LAST_N}']:,}."
-    )
-    protocol = (
-        f"Seed protocol: {settings(seed_jobs['logistic'])} (2 vs 3) and "
-        f"{settings(seed_jobs['softmax'])} (10 digits). Our defaults: "
-        f"{settings(model_jobs['logistic'])}."
-    )
-    return [*lines, "", counts, "", protocol]
+    for model in ("logistic", "softmax"):
+        for sentence in seed_study.gaps(model, preset[model], metrics[model]):
+            lines += [f"- {sentence}"]
+        easier = seed_study.last_images_easier(model, preset[model].row)
+        if easier:
+            lines += [f"- {easier}"]
+    return lines
 
 
-def draw_figures(stages: dict[str, list[Job]], multi: dict, out: Path) -> list:
+def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: Path):
     """Save every figure; return (file name, one-line description) pairs."""
-    softmax = {job.param("model.name"): job for job in stages["models"]}["softmax"]
+    multi = tasks["softmax"]
     log_probs = losses.log_softmax(softmax.model.logits(multi["x_test"]))
     lrs, anneal = stages["logistic_lr"], stages["logistic_anneal"]
     l2, soft_l2 = stages["logistic_l2"], stages["softmax_l2"]
@@ -229,6 +216,33 @@ def draw_figures(stages: dict[str, list[Job]], multi: dict, out: Path) -> list:
             "The test digits softmax regression got wrong with the most confidence.",
         ),
     ]
+    binary = tasks["logistic"]
+    fig, stable = figures.stability(
+        {
+            "logistic, 2 vs 3": (binary["x_train"], binary["t_train"], "logistic", 2),
+            "softmax, 10 digits": (multi["x_train"], multi["t_train"], "softmax", 10),
+        }
+    )
+    rates = "; ".join(
+        f"{name} (limit {found['limit']:.3g}): "
+        + ", ".join(
+            f"{100 * found['swing'][f]:.1f}% at {f:g}x"
+            for f in figures.STABILITY_FACTORS
+        )
+        for name, found in stable.items()
+    )
+    entries.append(
+        (
+            "stability.png",
+            fig,
+            "Full-batch gradient descent from w = 0 with lambda = "
+            f"{figures.STABILITY_L2:g}, which holds the weights near 0, at rates "
+            "around the stability limit 2 / (L + lambda) of the README, on the first "
+            f"{figures.STABILITY_EXAMPLES:,} training images. How far the loss swings "
+            f"over the last 20 of {figures.STABILITY_STEPS} steps (0 where it "
+            f"settled): {rates}.",
+        )
+    )
     for name, fig, _ in entries:
         save(fig, out / name)
     return [(name, text) for name, _, text in entries]
@@ -239,10 +253,8 @@ def build_report(cfg: DictConfig) -> dict:
     results, reports = Path(cfg.study.results_dir), Path(cfg.study.reports_dir)
     stages, failed = {}, {}
     for name, key in STAGES.items():
-        stages[name], failed[name] = read_stage(
-            results / name, None if key == "model.name" else key
-        )
-    for name in ("models", "seed_protocol"):
+        stages[name], failed[name] = read_stage(results / name, key)
+    for name in ("models", "seed_readings"):
         for job in failed[name]:
             raise DataError(
                 f"stage {name}: run '{job.label}' failed ({job.reason}); the report "
@@ -253,24 +265,44 @@ def build_report(cfg: DictConfig) -> dict:
         "softmax": load_task(cfg.data.prepared_dir, "multiclass"),
     }
     n_test_file = int(data["softmax"]["index_test"].max()) + 1
-    models = {job.param("model.name"): job for job in stages["models"]}
-    seed = {job.param("model.name"): job for job in stages["seed_protocol"]}
-    metrics = {m: accuracies(job, data[m], n_test_file) for m, job in models.items()}
-    metrics["seed_protocol"] = {
-        m: accuracies(job, data[m], n_test_file) for m, job in seed.items()
+
+    def rows(jobs: list[Job], model: str) -> list[tuple[Job, dict]]:
+        return [
+            (job, accuracies(job, data[model], n_test_file))
+            for job in jobs
+            if job.param("model.name") == model
+        ]
+
+    metrics, readings, models = {}, {}, {}
+    for model in ("logistic", "softmax"):
+        seeded = rows(stages["models"], model)
+        metrics[model] = over_seeds([row for _, row in seeded])
+        metrics[model]["per_seed"] = {job.param("seed"): row for job, row in seeded}
+        # the model of the figures and the registry's comparisons: the configured seed
+        models[model] = next(
+            (job for job, _ in seeded if job.param("seed") == cfg.seed), seeded[0][0]
+        )
+        readings[model] = [
+            Reading(seed_study.reading(job), job, row)
+            for job, row in rows(stages["seed_readings"], model)
+        ]
+    metrics["seed_readings"] = {
+        model: {r.name: {**r.row, "within_noise": r.within(model)} for r in rs}
+        for model, rs in readings.items()
     }
     for name in ("logistic_lr", "logistic_anneal", "logistic_l2", "softmax_l2"):
         metrics[name] = sweep_metrics(stages[name], STAGES[name])
-    save_json(reports / "details.json", metrics)
+    save_json(reports / "details.json", significant(metrics))
     save_json(reports / "metrics.json", headline(metrics))
     for name, key in STAGES.items():
         write_plot_data(reports / "plots" / f"{name}.csv", stages[name], key)
-    described = draw_figures(stages, data["softmax"], reports / "figures")
-    write_markdown(reports / "results.md", metrics, seed, models, described, failed)
+    described = draw_figures(stages, models["softmax"], data, reports / "figures")
+    section = comparison(metrics, readings, models)
+    write_markdown(reports / "results.md", section, described, failed)
     return metrics
 
 
-def write_markdown(path: Path, metrics, seed, models, described, failed) -> None:
+def write_markdown(path: Path, section: list[str], described, failed) -> None:
     lines = [
         "# Results",
         "",
@@ -280,7 +312,7 @@ def write_markdown(path: Path, metrics, seed, models, described, failed) -> None
         "",
         "## Against the seed study",
         "",
-        *comparison_table(metrics, seed, models),
+        *section,
         "",
         "## Figures",
         "",

@@ -30,15 +30,20 @@ class Job:
         return value
 
 
-def write_histories(path: Path, labelled: list[tuple[str, History]]) -> None:
-    """Histories as long-format CSV: run label, epoch, then one column per metric."""
+def write_histories(
+    path: Path, labelled: list[tuple[str, History]], digits: int | None = None
+) -> None:
+    """Histories as long-format CSV: run label, epoch, then one column per metric
+    (to ``digits`` significant digits if given, else exactly)."""
     with atomic_write(path, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         metrics = list(labelled[0][1].metrics)
         writer.writerow(["run", "epoch", *metrics])
         for label, history in labelled:
             for i, epoch in enumerate(history.epoch):
-                values = (history.metrics[m][i] for m in metrics)
+                values = [history.metrics[m][i] for m in metrics]
+                if digits is not None:
+                    values = [f"{v:.{digits}g}" for v in values]
                 writer.writerow([label, epoch, *values])
 
 

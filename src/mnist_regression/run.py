@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from . import plots, provenance
+from . import provenance
 from .cli import check_stop
 from .data.prepare import check_prepared_settings, load_task
 from .io import save_json, save_npz, sha256_of
@@ -197,14 +197,18 @@ def save_failure(directory: Path, label: str, reason: str, config: dict) -> None
 
 
 def log_artifacts(run, model, history, labels, resolved, title) -> None:
+    # matplotlib loads only for a run that draws
+    from . import run_figures
+    from .drawing import save
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         save_npz(out / "weights.npz", {"weights": model.weights, "bias": model.bias})
-        plots.save_weight_pngs(model, labels, out / "weights")
-        plots.save(
-            plots.weights_figure(model, labels, f"weights: {title}"),
+        run_figures.save_weight_pngs(model, labels, out / "weights")
+        save(
+            run_figures.weights_figure(model, labels, f"weights: {title}"),
             out / "weights_grid.png",
         )
-        plots.save(plots.curves_figure(history, title), out / "curves.png")
+        save(run_figures.curves_figure(history, title), out / "curves.png")
         run.log_artifacts(out)

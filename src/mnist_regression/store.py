@@ -15,6 +15,7 @@ Command line::
     python -m mnist_regression.store check              # is the target usable?
     python -m mnist_regression.store mark-killed        # end runs whose process died
     python -m mnist_regression.store replay [PATH ...]  # write kept data into MLflow
+    python -m mnist_regression.store ui [--port 5000]   # mlflow ui, opened on the runs
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -90,6 +92,9 @@ def quiet_mlflow_logs() -> None:
     a run reports failures itself, in one line."""
     for name in ("mlflow.store.db.utils", "alembic", "mlflow.store.db.db_types"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # and each logged model's steps (uv.lock found and copied, example validated)
+    for name in ("mlflow.utils.uv_utils", "mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def prepare_target(target: Target) -> None:
@@ -392,6 +397,41 @@ def replay(pending: Path, uri: str | None = None) -> str:
     return f"{pending}: {len(metrics)} metric values -> run {run_id} in {target.uri}"
 
 
+# MLflow 3's UI opens every experiment in its GenAI view (traces, token usage)
+# unless the address asks for the model-training one; links keep the choice.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_address(host: str, port: int, experiment_id: str | None) -> str:
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    return f"http://{host}:{port}/#/{page}?{UI_VIEW}"
+
+
+def serve_ui(target: Target, experiment: str, host: str, port: int) -> None:
+    """Print the address of the experiment's runs, then become ``mlflow ui``."""
+    from mlflow.tracking import MlflowClient
+
+    prepare_target(target)
+    found = MlflowClient(target.uri).get_experiment_by_name(experiment)
+    if target.sqlite_path is None:
+        address = urllib.parse.urlsplit(target.uri)
+        print(
+            ui_address(
+                address.hostname, address.port or 80, found and found.experiment_id
+            )
+        )
+        return
+    print(
+        f"runs of {experiment}: {ui_address(host, port, found and found.experiment_id)}"
+    )
+    print("stop with Ctrl-C", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri]
+    command += ["--host", host, "--port", str(port)]
+    # mlflow server starts a pool of job workers unless told not to
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execv(sys.executable, command)
+
+
 def main(argv: list[str] | None = None) -> None:
     from .cli import main_guard
 
@@ -408,6 +448,12 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("mark-killed", help="end as KILLED the runs whose process is gone")
     play = sub.add_parser("replay", help="write mlflow-pending/ folders into MLflow")
     play.add_argument("paths", nargs="*", type=Path, help="folders to search")
+    show = sub.add_parser(
+        "ui", help="start `mlflow ui` opened on the experiment's runs"
+    )
+    show.add_argument("--experiment", default="mnist-regression")
+    show.add_argument("--host", default="127.0.0.1")
+    show.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
 
     def run() -> None:
@@ -420,6 +466,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(replay(folder, args.uri))
             return
         target = resolve_target(args.uri)
+        if args.command == "ui":
+            serve_ui(target, args.experiment, args.host, args.port)
+            return
         prepare_target(target)
         if args.command == "check":
             print(f"{target.uri}: usable")

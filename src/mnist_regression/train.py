@@ -273,11 +273,21 @@ def forward_to_workers(signum: int) -> None:
     psutil.wait_procs(workers, timeout=WAIT_FOR_WORKERS)
 
 
+SWEEP_GUARD = "++hydra.callbacks.sweep_guard._target_=mnist_regression.train.SweepGuard"
+
+
+def with_override(args: list[str], override: str) -> list[str]:
+    """``args`` with ``override`` among its overrides: Hydra's parser takes them as
+    one run of positional arguments, so flags such as ``--cfg job`` may follow."""
+    for i, arg in enumerate(args):
+        if "=" in arg and not arg.startswith("-"):
+            return [*args[:i], override, *args[i:]]
+    return [*args, override]
+
+
 def entry_point() -> None:
     """Hydra's main with the sweep guard registered and signal handling set up."""
-    sys.argv.append(
-        "++hydra.callbacks.sweep_guard._target_=mnist_regression.train.SweepGuard"
-    )
+    sys.argv[1:] = with_override(sys.argv[1:], SWEEP_GUARD)
     cli.install_signal_handlers(forward=forward_to_workers)
 
     def close_sweep() -> None:  # a sweep that did not reach its end

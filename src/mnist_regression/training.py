@@ -2,8 +2,9 @@
 
 The rate at step s (counting mini-batches) is ``lr / (1 + anneal_k * s)``. Every
 ``eval_every`` epochs the model is evaluated on every split; training stops when the
-validation loss has not improved for ``patience`` evaluations, and the weights of
-the best evaluation are restored.
+validation loss has not improved for ``patience`` evaluations, after ``max_epochs``
+epochs or after ``max_steps`` updates (then within an epoch, which is evaluated),
+and the weights of the best evaluation are restored.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class Schedule:
     max_epochs: int
     patience: int
     eval_every: int = 1
+    max_steps: int | None = None  # updates (mini-batches) before stopping
 
     def rate(self, step: int) -> float:
         return self.lr / (1.0 + self.anneal_k * step)
@@ -205,7 +207,10 @@ def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> Histor
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
                 update(x[idx], t[idx])
-        if epoch % schedule.eval_every and epoch != schedule.max_epochs:
+                if step == schedule.max_steps:
+                    break
+        last = epoch == schedule.max_epochs or step == schedule.max_steps
+        if epoch % schedule.eval_every and not last:
             continue
         val_loss = record(epoch, z_train)
         if val_loss < best_loss:
@@ -218,6 +223,9 @@ def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> Histor
                     f"val_loss not improved in {since_best} evaluations"
                 )
                 break
+        if step == schedule.max_steps:
+            history.stop_reason = f"max_steps={step} reached"
+            break
     else:
         history.stop_reason = f"max_epochs={schedule.max_epochs} reached"
     model.weights, model.bias = best.weights, best.bias

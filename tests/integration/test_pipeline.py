@@ -4,6 +4,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -23,6 +24,7 @@ FIGURES = [
     "softmax_l2.png",
     "confusion.png",
     "worst_mistakes.png",
+    "stability.png",
 ]
 
 
@@ -47,6 +49,8 @@ def small(mirror: Path) -> list[str]:
         "study.lr_grid='0.01,0.1'",
         "study.l2_grid='0,0.1'",
         "study.anneal_grid='0,0.001'",
+        "study.seeds='0,1'",
+        "study.seed_batches='null,64'",
     ]
     return [arg for override in overrides for arg in ("-S", override)]
 
@@ -84,22 +88,28 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         assert width >= 400 and height >= 200, name
     metrics = json.loads((repo / "reports" / "details.json").read_text())
     for model in ("logistic", "softmax"):
-        assert {"test_accuracy", "test_accuracy_last2000", "val_accuracy"} <= set(
-            metrics[model]
-        )
-        assert set(metrics["seed_protocol"][model]) == set(metrics[model])
+        summary = metrics[model]
+        assert summary["seeds"] == 2 and set(summary["per_seed"]) == {"0", "1"}
+        per_seed = [row["test_accuracy"] for row in summary["per_seed"].values()]
+        assert summary["test_accuracy"]["mean"] == pytest.approx(np.mean(per_seed))
+        assert set(metrics["seed_readings"][model]) == {"full batch", "batch 64"}
+        full = metrics["seed_readings"][model]["full batch"]
+        assert full["test_images_last"] < full["test_images"]
     assert set(metrics["logistic_l2"]) == {"l2=0", "l2=0.1"}
     assert set(metrics["logistic_lr"]) == {"lr=0.01", "lr=0.1"}
     report = (repo / "reports" / "results.md").read_text()
     assert "98.77%" in report
-    assert f"{100 * metrics['softmax']['test_accuracy']:.2f}%" in report
+    mean = metrics["softmax"]["test_accuracy"]["mean"]
+    assert f"{100 * mean:.2f}% ± " in report
+    assert "| 10 digits | batch 64 | 10,000 |" not in report  # softmax: 1,000 steps
+    assert "| 10 digits | batch 64 | 1,000 |" in report
     assert all(f"figures/{name}" in report for name in FIGURES)
     assert "<script" in (repo / "reports" / "plots_template.html").read_text()
     headline = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert headline["softmax"]["test"] == round(metrics["softmax"]["test_accuracy"], 4)
+    assert headline["softmax"]["test"] == round(mean, 4)
 
     runs = mlflow_runs(repo)
-    assert len(runs) == 2 + 2 + 2 + 2 + 2 + 2  # one per trained model
+    assert len(runs) == 4 + 4 + 2 + 2 + 2 + 2  # one per trained model
     assert {r.info.status for r in runs} == {"FINISHED"}
     sweeps = mlflow_runs(repo, sweeps=True)  # one parent run per training stage
     assert sorted(r.data.tags["dvc.stage"] for r in sweeps) == sorted(
@@ -153,7 +163,7 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     assert trained_l2() == {"logistic": 0.5, "softmax": 0.5}
     metrics = json.loads((repo / "reports" / "details.json").read_text())
     assert metrics["logistic_lr"]["lr=0.1"]["weight_norm"] < 0.8 * norm_before
-    assert len(mlflow_runs(repo)) == 12 + 2 + (2 + 2 + 2)  # forced, then changed
+    assert len(mlflow_runs(repo)) == 16 + 4 + (4 + 2 + 2)  # forced, then changed
 
     # the README's tables fit in 120 columns, experiments listed
     for command in (["dvc", "metrics", "show"], ["dvc", "exp", "show", *TABLE]):

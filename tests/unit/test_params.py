@@ -1,5 +1,6 @@
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_an_edit_of_conf_is_never_silent(tmp_path, check):
     (tree / ".dvc").mkdir(exist_ok=True)
     path = tree / "conf" / "model" / "logistic.yaml"
     path.write_text(path.read_text().replace("l2: 0.0 ", "l2: 0.25 "))
-    command = ["python", "-m", "mnist_regression.params"] + (
+    command = [sys.executable, "-m", "mnist_regression.params"] + (
         ["--check"] if check else []
     )
     result = subprocess.run(command, cwd=tree, capture_output=True, text=True)

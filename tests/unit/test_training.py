@@ -74,6 +74,24 @@ def test_max_epochs_bounds_the_run():
     assert set(history.metrics) == set(METRICS)
 
 
+def test_max_steps_ends_the_run_within_an_epoch_and_evaluates_there():
+    # 300 examples in batches of 100: step 7 is the first of epoch 3
+    _, history, _ = fit(lr=0.3, anneal_k=0.5, batch_size=100, max_steps=7, patience=9)
+    assert history.epoch == [0, 1, 2, 3]
+    assert history.stop_reason == "max_steps=7 reached"
+    assert history.metrics["learning_rate"][-1] == pytest.approx(0.3 / (1 + 0.5 * 7))
+    # one example per step: 40 steps are less than an epoch
+    _, single, _ = fit(lr=0.01, batch_size=1, max_steps=40, patience=9)
+    assert single.epoch == [0, 1]
+    assert single.metrics["learning_rate"][-1] == 0.01
+
+
+def test_max_steps_counts_epochs_at_full_batch():
+    _, history, _ = fit(lr=0.3, batch_size=None, max_steps=4, max_epochs=10, patience=9)
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert history.stop_reason == "max_steps=4 reached"
+
+
 def test_annealing_schedule_counts_steps():
     # 300 examples in batches of 100: three steps per epoch
     _, history, _ = fit(lr=0.3, anneal_k=0.5, batch_size=100, max_epochs=3, patience=9)

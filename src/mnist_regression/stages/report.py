@@ -14,7 +14,11 @@ def main(argv: list[str]) -> None:
     cfg = train_config(load_params(overrides=argv))
     metrics = build_report(cfg)
     for model in ("logistic", "softmax"):
-        print(f"{model}: test accuracy {metrics[model]['test_accuracy']:.4f}")
+        test = metrics[model]["test_accuracy"]
+        print(
+            f"{model}: test accuracy {test['mean']:.4f} ± {test['sd']:.4f} "
+            f"over {metrics[model]['seeds']} seeds"
+        )
     print(f"wrote {cfg.study.reports_dir}/results.md")
     if cfg.tracking.enabled:
         register(cfg)

@@ -1,10 +1,11 @@
-"""The study's figures, from the jobs of the training stages (matplotlib, Agg)."""
+"""The study's figures for results.md, from the jobs of the training stages."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .plots import LOSS_LABEL, draw_curves, plt, weight_images
+from .drawing import LOSS_LABEL, draw_curves, draw_weights, plt, weight_images
+from .models import LinearModel, curvature_at_zero
 from .results import Job
 
 
@@ -44,7 +45,7 @@ def annealing(jobs: list[Job]):
         k = job.param("optimizer.anneal_k")
         schedule = "constant rate" if k == 0 else f"lr / (1 + {k:g} t)"
         draw_curves(row[0], row[1], job.history)
-        row[1].set_ylim(90, 100)
+        _zoom_accuracy(row[1], [job], "train_accuracy", "val_accuracy", "test_accuracy")
         for ax in row:
             ax.set_title(f"{schedule}, lr = {job.param('optimizer.lr'):g}")
     fig.suptitle("Logistic regression, 2 vs 3: constant against annealed rate")
@@ -52,10 +53,22 @@ def annealing(jobs: list[Job]):
     return fig
 
 
+def _zoom_accuracy(ax, jobs: list[Job], *metrics: str) -> None:
+    """Limit the y axis to where the runs spend their epochs after the first: the
+    start (chance, 50% or 10%) would squeeze the differences into a few pixels."""
+    later = 100 * np.concatenate(
+        [job.history.metrics[m][1:] for job in jobs for m in metrics]
+    )
+    if later.size:
+        low = max(0.0, np.floor(np.percentile(later, 2)) - 0.5)
+        ax.set_ylim(low, min(100.0, np.ceil(later.max()) + 0.5))
+
+
 def l2_accuracy(jobs: list[Job], title: str):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _per_job_curves(ax, jobs, "val_accuracy", "model.l2", "lambda")
-    ax.set_ylabel("validation accuracy (%)")
+    _zoom_accuracy(ax, jobs, "val_accuracy")
+    ax.set_ylabel("validation accuracy (%), from epoch 1")
     ax.set_title(title)
     return fig
 
@@ -80,9 +93,7 @@ def l2_weight_norm(jobs: list[Job], title: str):
 def l2_weight_images(jobs: list[Job], title: str):
     fig, axes = plt.subplots(1, len(jobs), figsize=(2.6 * len(jobs), 3), squeeze=False)
     for ax, job in zip(axes[0], jobs, strict=True):
-        image = weight_images(job.model)[0]
-        limit = float(np.abs(image).max()) or 1.0
-        ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        draw_weights(ax, weight_images(job.model)[0])
         ax.set_title(f"lambda = {job.param('model.l2'):g}")
         ax.set_axis_off()
     fig.suptitle(title + " (red: evidence for the first digit; each own scale)")
@@ -92,7 +103,8 @@ def l2_weight_images(jobs: list[Job], title: str):
 def softmax_l2(jobs: list[Job]):
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     _per_job_curves(left, jobs, "val_accuracy", "model.l2", "lambda")
-    left.set_ylabel("validation accuracy (%)")
+    _zoom_accuracy(left, jobs, "val_accuracy")
+    left.set_ylabel("validation accuracy (%), from epoch 1")
     left.set_title("validation accuracy per epoch")
     lambdas = [job.param("model.l2") for job in jobs]
     right.plot(
@@ -119,8 +131,7 @@ def digits_and_weights(x: np.ndarray, t: np.ndarray, job: Job):
         mean = x[t == digit].mean(axis=0).reshape(side, side)
         axes[0, digit].imshow(mean, cmap="gray_r")
         axes[0, digit].set_title(str(digit))
-        limit = float(np.abs(weights[digit]).max()) or 1.0
-        axes[1, digit].imshow(weights[digit], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        draw_weights(axes[1, digit], weights[digit])
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -155,24 +166,80 @@ def confusion(t: np.ndarray, predicted: np.ndarray):
 
 
 def worst_misclassified(x, t, log_probs, count: int = 24):
-    """The misclassified test images the model was most sure about."""
+    """The misclassified test images whose wrong answer the model was most sure of,
+    most sure first."""
     predicted = log_probs.argmax(axis=1)
     wrong = np.flatnonzero(predicted != t)
-    loss = -log_probs[wrong, t[wrong]]
-    chosen = wrong[np.argsort(loss)[::-1][:count]]
+    confidence = np.exp(log_probs[wrong, predicted[wrong]])
+    order = np.argsort(-confidence, kind="stable")[:count]
     side = int(np.sqrt(x.shape[1]))
     cols = 8
-    rows = max(1, -(-len(chosen) // cols))
+    rows = max(1, -(-len(order) // cols))
     fig, axes = plt.subplots(
         rows, cols, figsize=(1.7 * cols, 2.0 * rows), squeeze=False
     )
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, i in zip(axes.flat, chosen, strict=False):
+    for ax, k in zip(axes.flat, order, strict=False):
+        i = wrong[k]
         ax.imshow(x[i].reshape(side, side), cmap="gray_r")
-        confidence = 100 * np.exp(log_probs[i, predicted[i]])
         ax.set_title(
-            f"{t[i]} read as {predicted[i]}\n{confidence:.0f}% sure", fontsize=8
+            f"{t[i]} read as {predicted[i]}\n{100 * confidence[k]:.1f}% sure",
+            fontsize=8,
         )
     fig.suptitle("Softmax regression: the most confident mistakes on the test set")
     return fig
+
+
+# Gradient descent near w = 0 at rates around its limit 2 / (L + l2): with a strong
+# penalty, which holds w near 0, the limit still applies after the first steps.
+STABILITY_FACTORS = (0.9, 1.1, 1.5)  # rates, as multiples of the limit
+STABILITY_L2 = 1.0
+STABILITY_STEPS = 60
+STABILITY_EXAMPLES = 4000  # the first training images: the figure, not a result
+
+
+def descent_losses(x, t, kind: str, n_classes: int, lr: float, l2: float):
+    """Penalised training loss of full-batch gradient descent from w = 0, step by
+    step, until ``STABILITY_STEPS`` or until the weights overflow."""
+    model = LinearModel.zeros(kind, x.shape[1], n_classes)
+    found = []
+    for _ in range(STABILITY_STEPS + 1):
+        try:
+            loss, grad_w, grad_b = model.loss_and_grad(x, t, l2)
+        except FloatingPointError:
+            break
+        found.append(loss)
+        model.weights -= lr * grad_w
+        model.bias -= lr * grad_b
+    return np.array(found)
+
+
+def stability(tasks: dict[str, tuple]) -> tuple[object, dict]:
+    """Gradient descent with lambda = STABILITY_L2 at rates around 2 / (L + lambda)
+    for each task (name -> x, t, kind, classes); returns the figure and, per task,
+    the limit and, at each rate, how far the loss swings over the last 20 steps
+    (max / min - 1): 0 where it settled, more where it oscillates."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2))
+    summary = {}
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(STABILITY_FACTORS)))
+    for ax, (name, (x, t, kind, k)) in zip(
+        np.atleast_1d(axes), tasks.items(), strict=True
+    ):
+        x, t = x[:STABILITY_EXAMPLES], t[:STABILITY_EXAMPLES]
+        limit = 2.0 / (curvature_at_zero(x, kind, k) + STABILITY_L2)
+        summary[name] = {"limit": limit, "swing": {}}
+        for factor, color in zip(STABILITY_FACTORS, colors, strict=True):
+            found = descent_losses(x, t, kind, k, factor * limit, STABILITY_L2)
+            last = found[-20:]
+            summary[name]["swing"][factor] = float(last.max() / last.min() - 1)
+            ax.plot(found, color=color, marker=".", label=f"lr = {factor:g} x limit")
+        ax.set_yscale("log")
+        ax.set_xlabel("step (full batch, from w = 0)")
+        ax.set_ylabel(f"training {LOSS_LABEL} + penalty")
+        ax.set_title(f"{name}: limit 2 / (L + {STABILITY_L2:g}) = {limit:.3g}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Gradient descent around its limit, lambda = {STABILITY_L2:g}")
+    fig.tight_layout()
+    return fig, summary

@@ -1,0 +1,63 @@
+"""What every figure shares: matplotlib's Agg backend (figures render without a
+screen), the weights as images drawn one way, loss and accuracy curves, saving."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .models import LinearModel  # noqa: E402
+from .training import SPLITS, History  # noqa: E402
+
+LOSS_LABEL = "mean cross-entropy (nats)"
+SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+WEIGHT_COLORS = "RdBu_r"  # diverging, centred on zero: red for, blue against
+
+
+def weight_images(model: LinearModel) -> np.ndarray:
+    """The weights as (k, side, side) images: one per class, one for logistic."""
+    n_features, k = model.weights.shape
+    side = math.isqrt(n_features)
+    return model.weights.T.reshape(k, side, side)
+
+
+def draw_weights(ax, image: np.ndarray, limit: float | None = None):
+    """One weight image, colours symmetric about zero up to ``limit`` (default: the
+    image's own largest magnitude), one block per pixel; returns the mappable."""
+    limit = limit or float(np.abs(image).max()) or 1.0
+    shown = ax.imshow(
+        image, cmap=WEIGHT_COLORS, vmin=-limit, vmax=limit, interpolation="nearest"
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return shown
+
+
+def draw_curves(ax_loss, ax_acc, history: History) -> None:
+    """Loss and accuracy per epoch of the three splits, the best epoch marked."""
+    for split in SPLITS:
+        color = SPLIT_COLORS[split]
+        ax_loss.plot(
+            history.epoch, history.metrics[f"{split}_loss"], label=split, color=color
+        )
+        accuracy = 100 * np.asarray(history.metrics[f"{split}_accuracy"])
+        ax_acc.plot(history.epoch, accuracy, label=split, color=color)
+    for ax in (ax_loss, ax_acc):
+        ax.axvline(history.best_epoch, color="grey", ls=":", label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set_ylabel(LOSS_LABEL)
+    ax_acc.set_ylabel("accuracy (%)")
+
+
+def save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""`mlflow ui`, as a user sees it in a real browser (Debian's Chromium).
+
+The suite fills a store with a small sweep, starts the project's own UI command
+(``python -m mnist_regression.store ui``) on 127.0.0.1 and follows the address it
+prints: the runs are listed there, named apart, the sweep as a parent with its
+jobs as children; a run's weight image and its logged model render.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Chromium on a machine with no route out: no background connections at all.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ui(app, tmp_path):
+    """A small sweep in the store, and the project's UI command serving it:
+    yields the address it printed."""
+    app.launch("-m", "model.l2=0,0.01")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mnist_regression.store", "--uri", app.uri, "ui"]
+        + ["--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in server.stdout], daemon=True
+    ).start()
+    try:
+        first = lines.get(timeout=60)
+        assert first.startswith("runs of mnist-regression: http://127.0.0.1:"), first
+        wait_for(lambda: healthy(port), 60, "mlflow ui to answer /health")
+        yield first.split(": ", 1)[1].strip()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def page(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
+        )
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context.new_page()
+        browser.close()
+
+
+def test_the_ui_opens_on_named_runs_grouped_by_sweep(app, ui, page, tmp_path):
+    (parent,) = [r for r in app.runs() if "sweep_grid" in r.data.tags]
+    names = sorted(r.info.run_name for r in app.jobs())
+    assert len(set(names)) == 2, names
+
+    page.goto(ui)
+    rows = page.locator(".ag-pinned-left-cols-container [role=row]")
+    parent_row = rows.filter(has_text=parent.info.run_name)
+    parent_row.wait_for()
+    page.screenshot(path=tmp_path / "runs.png")
+    # the model-training view, not MLflow's GenAI overview of traces and tokens
+    assert "Token Usage" not in page.inner_text("body")
+    # the jobs are folded under their sweep until it is expanded
+    assert rows.count() == 1
+    parent_row.locator("button[data-component-id*=runnamecellrenderer]").click()
+    for name in names:
+        rows.filter(has_text=name).wait_for()
+    assert rows.count() == 3
+    page.screenshot(path=tmp_path / "sweep.png")
+
+
+def test_a_run_shows_its_weight_image_and_model(app, ui, page, tmp_path):
+    (run,) = [r for r in app.jobs() if r.data.params["model.l2"] == "0.01"]
+    run_id = run.info.run_id
+    (image,) = app.client.list_artifacts(run_id, "weights")
+    base, view = ui.split("/runs?")
+
+    page.goto(f"{base}/runs/{run_id}/artifacts?{view}")
+    page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+    page.get_by_text("weights", exact=True).click()
+    page.get_by_text(Path(image.path).name, exact=True).click()
+    # the viewer fetches the file and shows it from a blob
+    shown = page.locator("img[src^='blob:']").first
+    shown.wait_for()
+    wait_for(lambda: shown.evaluate("i => i.complete && i.naturalWidth"), 30, "image")
+    width, height = shown.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert min(width, height) >= 224, (width, height)
+    page.screenshot(path=tmp_path / "weights.png")
+
+    (model,) = app.client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    page.goto(f"{base}/models/{model.model_id}?{view}")
+    source = page.get_by_test_id("key-value-Source run")
+    source.get_by_role("link", name=run.info.run_name, exact=True).wait_for()
+    page.get_by_text("Ready", exact=True).wait_for()
+    page.get_by_text("Artifacts", exact=True).click()
+    page.get_by_text("MLmodel").first.wait_for()
+    page.screenshot(path=tmp_path / "model.png")

@@ -1,0 +1,120 @@
+"""A DVC remote on S3: push from one clone, pull into a fresh one.
+
+The S3 endpoint is moto's server on 127.0.0.1; the remote is added as a user adds
+any S3-compatible store (`dvc remote add`, `endpointurl`), with the keys in
+`.dvc/config.local` (`dvc remote modify --local`), never in git.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from moto.server import ThreadedMotoServer
+
+from .conftest import BIN, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEY_ID, SECRET = "project-key-id", "project-secret-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def s3():
+    """An S3-compatible endpoint on loopback with one bucket; yields its URL."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    ).create_bucket(Bucket="study")
+    yield url
+    server.stop()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def add_remote(repo: Path, url: str) -> None:
+    """The README's commands: the remote in .dvc/config, the keys local."""
+    run(["dvc", "remote", "add", "-d", "storage", "s3://study/cache"], repo)
+    run(["dvc", "remote", "modify", "storage", "endpointurl", url], repo)
+    for option, value in (("access_key_id", KEY_ID), ("secret_access_key", SECRET)):
+        run(["dvc", "remote", "modify", "--local", "storage", option, value], repo)
+
+
+def test_push_then_pull_into_a_fresh_clone(repo_copy, npm_raw_dir, s3, tmp_path):
+    repo = repo_copy
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["download"] |= {"mirror": str(npm_raw_dir), "urls": []}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro", "prepare"], repo)
+    add_remote(repo, s3)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "prepared data, S3 remote"], repo)
+    config = (repo / ".dvc" / "config").read_text()
+    assert s3 in config and KEY_ID not in config and SECRET not in config
+    tracked = run(["git", "ls-files", ".dvc"], repo).stdout.split()
+    assert ".dvc/config.local" not in tracked
+    pushed = run(["dvc", "push"], repo)
+    assert "pushed" in pushed.stdout
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    # the keys come with each clone's local config, or from AWS_* variables
+    run(
+        ["dvc", "pull", "download", "prepare"],
+        clone,
+        AWS_ACCESS_KEY_ID=KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+    )
+    for folder in ("data/raw", "data/prepared"):
+        assert digests(clone / folder) == digests(repo / folder), folder
+    again = run(["dvc", "repro", "prepare"], clone)
+    assert "Stage 'prepare' didn't change, skipping" in again.stdout
+    assert run(["git", "status", "--porcelain"], clone).stdout == ""
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(repo_copy, tmp_path):
+    repo = repo_copy
+    (repo / "note.txt").write_text("a file to push\n")
+    run(["dvc", "add", "note.txt"], repo)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    add_remote(repo, url)
+    # botocore and s3fs retry a refused connection for minutes by default; the
+    # README's AWS_MAX_ATTEMPTS=1 makes it one attempt
+    result = subprocess.run(
+        [str(BIN / "dvc"), "push"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_MAX_ATTEMPTS": "1"},
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert "Could not connect to the endpoint URL" in error
+    assert url in error, error
