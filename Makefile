@@ -26,20 +26,21 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --quiet --frozen --inexact --extra dev --python $(BIN)/python
 	touch $(STAMP)
 
-# The browser tests drive Debian's Chromium (Playwright's own browser download is
-# not used); installed on first `make test` when missing.
-CHROMIUM := /usr/bin/chromium
+# Debian packages the integration tests use, installed on first `make test` when
+# missing: Chromium for the browser tests (Playwright's own browser download is not
+# used), PostgreSQL for the tracking server's.
+SYSTEM := /usr/bin/chromium /usr/bin/pg_ctlcluster
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-$(CHROMIUM):
+$(SYSTEM):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium postgresql >/dev/null
 
 run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
 
-test: $(STAMP) $(CHROMIUM)  ## set up .venv (and Chromium) and run the test suite
+test: $(STAMP) $(SYSTEM)  ## set up .venv (and the Debian packages) and run the test suite
 	$(BIN)/pytest
 
 ui: $(STAMP)  ## start `mlflow ui` on the study's store and print the address of its runs

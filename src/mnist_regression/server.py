@@ -1,0 +1,138 @@
+"""A team's MLflow tracking server: runs in PostgreSQL, users by MLflow's basic-auth.
+
+Command line (the admin password never on the command line or in git)::
+
+    MLFLOW_AUTH_ADMIN_PASSWORD=... python -m mnist_regression.server \\
+        --backend-store-uri postgresql+psycopg://mlflow@db-host/mlflow \\
+        --auth-db postgresql+psycopg://mlflow@db-host/mlflow_auth \\
+        --artifacts-destination /srv/mlflow/artifacts \\
+        --host 0.0.0.0 --port 5000 --allowed-hosts 'localhost:*,mlflow.example.org:*'
+
+It becomes ``mlflow server --app-name basic-auth`` with artifacts served through
+the server (clients need no storage credentials) and MLflow's job workers off.
+Users and permissions live in ``--auth-db``; the admin, created on the first
+start, adds users (``mlflow.server.get_app_client("basic-auth", ...)``). Clients
+switch with ``MLFLOW_TRACKING_URI=http://HOST:PORT`` and log in with
+``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+
+
+def auth_config(auth_db: str, default_permission: str) -> Path:
+    """The basic-auth configuration file (no secret in it)."""
+    config = configparser.ConfigParser()
+    config["mlflow"] = {
+        "default_permission": default_permission,
+        "database_uri": auth_db,
+        "admin_username": "admin",
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    handle, name = tempfile.mkstemp(prefix="mlflow-basic-auth-", suffix=".ini")
+    with os.fdopen(handle, "w") as out:
+        config.write(out)
+    return Path(name)
+
+
+def admin_password(file: Path | None) -> str:
+    if file is not None:
+        try:
+            password = file.read_text().strip()
+        except OSError as err:
+            raise ConfigError(
+                f"--admin-password-file {file}: {err.strerror}; name a readable file"
+            ) from None
+    else:
+        password = os.environ.get(PASSWORD_ENV, "")
+    if not password:
+        raise ConfigError(
+            "no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD or pass "
+            "--admin-password-file (a file outside git); MLflow has no default"
+        )
+    return password
+
+
+def command(args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--backend-store-uri",
+        args.backend_store_uri,
+        "--artifacts-destination",
+        args.artifacts_destination,
+        "--serve-artifacts",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--allowed-hosts",
+        args.allowed_hosts,
+        "--workers",
+        str(args.workers),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .cli import main_guard
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_regression.server",
+        description="Start an MLflow tracking server on PostgreSQL with basic-auth.",
+    )
+    parser.add_argument("--backend-store-uri", required=True, help="runs' database")
+    parser.add_argument("--auth-db", required=True, help="users' database")
+    parser.add_argument("--artifacts-destination", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument(
+        "--allowed-hosts",
+        default="localhost:*,127.0.0.1:*",
+        help="Host headers accepted (replaces MLflow's defaults): list localhost "
+        "beside the server's own name",
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--default-permission",
+        default="READ",
+        choices=["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"],
+        help="what a user may do with others' experiments (default READ)",
+    )
+    parser.add_argument("--admin-password-file", type=Path)
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        password = admin_password(args.admin_password_file)
+        env = {
+            **os.environ,
+            PASSWORD_ENV: password,
+            "MLFLOW_AUTH_CONFIG_PATH": str(
+                auth_config(args.auth_db, args.default_permission)
+            ),
+        }
+        # without this, mlflow server starts a pool of job workers
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+        print(f"MLflow server for http://{args.host}:{args.port}", flush=True)
+        os.execve(sys.executable, command(args), env)
+
+    main_guard(run)
+
+
+if __name__ == "__main__":
+    main()

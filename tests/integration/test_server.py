@@ -1,0 +1,199 @@
+"""The team's tracking server: PostgreSQL on 127.0.0.1, MLflow's basic-auth, the
+project's own start command (``python -m mnist_regression.server``).
+
+PostgreSQL runs as its own cluster in a temporary directory, started and stopped
+by the test as the ``postgres`` user (Debian's package; `make test` installs it).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from mnist_regression.data.prepare import load_task
+
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ADMIN_PASSWORD = "admin-password-for-the-test"
+USERS = {"alice": "alice-password", "bob": "bob-password"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def as_postgres(*command: str) -> None:
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", *command],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL cluster of its own on 127.0.0.1: yields the URI prefix of its
+    databases ``mlflow`` and ``mlflow_auth``."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found or os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.fail(
+            "PostgreSQL's server binaries and root are needed: `make test` installs "
+            "Debian's postgresql"
+        )
+    bin_dir = Path(found[-1]).parent
+    home = Path(tempfile.mkdtemp(prefix="mnist-regression-pg-"))
+    home.chmod(0o755)
+    data = home / "data"
+    shutil.chown(home, "postgres", "postgres")
+    port = free_port()
+    as_postgres(
+        str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"
+    )
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1"
+    log = str(home / "server.log")  # also keeps the server off the test's pipes
+    as_postgres(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        log,
+        "-o",
+        options,
+        "-w",
+        "start",
+    )
+    try:
+        for name in ("mlflow", "mlflow_auth"):
+            as_postgres(
+                str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), name
+            )
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def server(postgres, tmp_path, monkeypatch):
+    """The project's server command on a free port; yields its URL. The test
+    process talks to it as the admin, who adds two users."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_regression.server"]
+        + ["--backend-store-uri", f"{postgres}/mlflow"]
+        + ["--auth-db", f"{postgres}/mlflow_auth"]
+        + ["--artifacts-destination", str(tmp_path / "served-artifacts")]
+        + ["--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: healthy(url) or process.poll() is not None, 120, "the server")
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        from mlflow.server import get_app_client
+
+        admin = get_app_client("basic-auth", tracking_uri=url)
+        for name, password in USERS.items():
+            admin.create_user(name, password)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+        log.close()
+
+
+def client_as(url: str, user: str, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", USERS[user])
+    return MlflowClient(url)
+
+
+def test_the_server_refuses_anonymous_clients(server):
+    answer = requests.get(
+        f"{server}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        timeout=10,
+    )
+    assert answer.status_code == 401
+
+
+def test_a_sweep_logs_to_the_server_and_reads_back(app, data_cfg, server, monkeypatch):
+    command = [
+        arg if not arg.startswith("tracking.uri=") else f"tracking.uri={server}"
+        for arg in app.command("-m", "model.l2=0,0.01")
+    ]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": USERS["alice"],
+    }
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+    alice = client_as(server, "alice", monkeypatch)
+    experiment = alice.get_experiment_by_name("mnist-regression")
+    runs = alice.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "sweep_grid" in r.data.tags]
+    jobs = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(jobs) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
+    job = jobs[0]
+    history = alice.get_metric_history(job.info.run_id, "val_loss")
+    assert len(history) == job.data.metrics["epochs_run"] + 1  # epoch 0 too
+    (image,) = alice.list_artifacts(job.info.run_id, "weights")
+    local = alice.download_artifacts(job.info.run_id, image.path)
+    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    import mlflow
+    import numpy as np
+
+    (logged,) = alice.search_logged_models(
+        [experiment.experiment_id],
+        filter_string=f"source_run_id = '{job.info.run_id}'",
+    )
+    assert logged.artifact_location.startswith("mlflow-artifacts:")  # served
+    saved = mlflow.artifacts.download_artifacts(
+        artifact_uri=logged.artifact_location, tracking_uri=server
+    )
+    model = mlflow.pyfunc.load_model(saved)
+    pixels = load_task(data_cfg.prepared_dir, "binary")["x_test"][:5]
+    assert set(np.asarray(model.predict(pixels)).tolist()) <= {0, 1}
+
+    bob = client_as(server, "bob", monkeypatch)
+    assert bob.get_run(job.info.run_id).info.run_id == job.info.run_id  # may read
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as refused:
+        bob.set_tag(job.info.run_id, "note", "changed by someone else")
+    assert "PERMISSION_DENIED" in str(refused.value) or "403" in str(refused.value)
+    assert "note" not in alice.get_run(job.info.run_id).data.tags

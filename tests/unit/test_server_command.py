@@ -1,0 +1,43 @@
+"""The server command refuses to start without an admin password of the user's."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("given", [None, ""])
+def test_no_admin_password_is_one_clear_line(tmp_path, given):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
+    if given is not None:
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = given
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.server"]
+        + ["--backend-store-uri", "postgresql+psycopg://u@127.0.0.1:1/db"]
+        + ["--auth-db", "postgresql+psycopg://u@127.0.0.1:1/auth"]
+        + ["--artifacts-destination", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in line and "--admin-password-file" in line
+
+
+def test_an_unreadable_password_file_is_named(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.server"]
+        + ["--backend-store-uri", "postgresql+psycopg://u@127.0.0.1:1/db"]
+        + ["--auth-db", "postgresql+psycopg://u@127.0.0.1:1/auth"]
+        + ["--artifacts-destination", str(tmp_path)]
+        + ["--admin-password-file", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert str(tmp_path / "missing") in line and "Traceback" not in line
