@@ -28,13 +28,13 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 # Debian packages the integration tests use, installed on first `make test` when
 # missing: Chromium for the browser tests (Playwright's own browser download is not
-# used), PostgreSQL for the tracking server's.
-SYSTEM := /usr/bin/chromium /usr/bin/pg_ctlcluster
+# used), PostgreSQL for the tracking server's, SLURM and munge for the cluster's.
+SYSTEM := /usr/bin/chromium /usr/bin/pg_ctlcluster /usr/sbin/slurmctld /usr/sbin/munged
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(SYSTEM):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium postgresql >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium postgresql slurm-wlm munge >/dev/null
 
 run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null

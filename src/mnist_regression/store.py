@@ -275,11 +275,18 @@ def process_tags() -> dict[str, str]:
     import psutil
 
     me = psutil.Process()
-    return {
+    tags = {
         "host": socket.gethostname(),
         "pid": str(me.pid),
         "pid_started": f"{me.create_time():.2f}",
     }
+    # a SLURM job (hydra/launcher=slurm) names its job and array task
+    for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        if os.environ.get(variable):
+            tags[f"slurm.{variable.removeprefix('SLURM_').lower()}"] = os.environ[
+                variable
+            ]
+    return tags
 
 
 def process_alive(pid: int, started: str | None) -> bool:

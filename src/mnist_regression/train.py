@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import cli, provenance, store
 from .config import train_config
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .provenance import CONF
 from .results import job_failure, job_folders
 from .run import PARENT_RUN_VARIABLE, run_training
@@ -293,7 +294,23 @@ def entry_point() -> None:
     def close_sweep() -> None:  # a sweep that did not reach its end
         _sweep.close("KILLED" if cli.stop_requested() else "FAILED")
 
-    cli.main_guard(main, cleanup=close_sweep)
+    cli.main_guard(hydra_usage(main), cleanup=close_sweep)
+
+
+def hydra_usage(app):
+    """``app`` with Hydra's refusals of its command line (a ValueError raised by
+    Hydra itself, e.g. ``-m`` with ``--cfg``) turned into one line."""
+
+    def checked() -> None:
+        try:
+            app()
+        except ValueError as err:
+            frames = traceback.extract_tb(err.__traceback__)
+            if not frames or "hydra" not in Path(frames[-1].filename).parts:
+                raise
+            raise ConfigError(f"{err} (see --help)") from None
+
+    return checked
 
 
 if __name__ == "__main__":
