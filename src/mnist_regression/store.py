@@ -92,6 +92,8 @@ def quiet_mlflow_logs() -> None:
     a run reports failures itself, in one line."""
     for name in ("mlflow.store.db.utils", "alembic", "mlflow.store.db.db_types"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # and each retry of a server that went away, with the address and the reason
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     # and each logged model's steps (uv.lock found and copied, example validated)
     for name in ("mlflow.utils.uv_utils", "mlflow.pyfunc", "mlflow.models.model"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -265,6 +267,11 @@ def describe_failure(err: BaseException) -> str:
     first = text[0] if text else type(err).__name__
     if "database is locked" in str(err):
         first = "database is locked"
+    refused = "Connection refused" in str(err) or "NewConnectionError" in str(err)
+    if refused and "API request to " in first:
+        # MLflow's text: the endpoint, then urllib3's retry report
+        endpoint = first.split("API request to ", 1)[1].split(" ", 1)[0]
+        return f"the server does not answer (connection refused) at {endpoint}"
     return f"{type(err).__name__}: {first[:300]}"
 
 

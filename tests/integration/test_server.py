@@ -95,39 +95,63 @@ def healthy(url: str) -> bool:
         return False
 
 
+class Server:
+    """The project's server command on one port, stopped and started at will."""
+
+    def __init__(self, postgres: str, folder: Path):
+        self.postgres, self.folder = postgres, folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> str:
+        log = (self.folder / "server.log").open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_regression.server"]
+            + ["--backend-store-uri", f"{self.postgres}/mlflow"]
+            + ["--auth-db", f"{self.postgres}/mlflow_auth"]
+            + ["--artifacts-destination", str(self.folder / "served-artifacts")]
+            + ["--port", str(self.port), "--workers", "1"],
+            env={**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        process = self.process
+        wait_for(
+            lambda: healthy(self.url) or process.poll() is not None, 120, "the server"
+        )
+        assert process.poll() is None, (self.folder / "server.log").read_text()
+        return self.url
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+
+
 @pytest.fixture
-def server(postgres, tmp_path, monkeypatch):
-    """The project's server command on a free port; yields its URL. The test
-    process talks to it as the admin, who adds two users."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_regression.server"]
-        + ["--backend-store-uri", f"{postgres}/mlflow"]
-        + ["--auth-db", f"{postgres}/mlflow_auth"]
-        + ["--artifacts-destination", str(tmp_path / "served-artifacts")]
-        + ["--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+def served(postgres, tmp_path, monkeypatch):
+    """A started server with the users alice and bob, added by the admin."""
+    server = Server(postgres, tmp_path)
     try:
-        wait_for(lambda: healthy(url) or process.poll() is not None, 120, "the server")
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        server.start()
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         from mlflow.server import get_app_client
 
-        admin = get_app_client("basic-auth", tracking_uri=url)
+        admin = get_app_client("basic-auth", tracking_uri=server.url)
         for name, password in USERS.items():
             admin.create_user(name, password)
-        yield url
+        yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-        log.close()
+        server.stop()
+
+
+@pytest.fixture
+def server(served) -> str:
+    return served.url
 
 
 def client_as(url: str, user: str, monkeypatch):
@@ -197,3 +221,83 @@ def test_a_sweep_logs_to_the_server_and_reads_back(app, data_cfg, server, monkey
         bob.set_tag(job.info.run_id, "note", "changed by someone else")
     assert "PERMISSION_DENIED" in str(refused.value) or "403" in str(refused.value)
     assert "note" not in alice.get_run(job.info.run_id).data.tags
+
+
+def as_alice() -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": USERS["alice"],
+    }
+
+
+def test_a_server_that_stops_mid_sweep_loses_nothing(
+    app, served, monkeypatch, tmp_path
+):
+    url = served.url
+    command = [
+        arg if not arg.startswith("tracking.uri=") else f"tracking.uri={url}"
+        for arg in app.command(
+            "-m",
+            "model.l2=0,0.01",
+            "optimizer.max_epochs=20000",
+            "optimizer.patience=20000",
+            "tracking.retry_seconds=2",
+        )
+    ]
+    sweep = subprocess.Popen(
+        command,
+        env=as_alice(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    alice = client_as(url, "alice", monkeypatch)
+
+    def training() -> bool:
+        experiment = alice.get_experiment_by_name("mnist-regression")
+        if experiment is None:
+            return False
+        runs = alice.search_runs(
+            [experiment.experiment_id], "attributes.status = 'RUNNING'"
+        )
+        # a job that has started (its dataset input is the last step of that)
+        return any(r.inputs.dataset_inputs for r in runs)
+
+    wait_for(training, 120, "the first job to start")
+    served.stop()
+    _, err = sweep.communicate(timeout=600)
+
+    # what the user gets: training went on, its record is kept with the command
+    # that replays it; the next job stops at once, naming the server
+    assert "Traceback" not in err
+    kept = tmp_path / "multirun" / "0" / "mlflow-pending"
+    assert f"python -m mnist_regression.store replay {kept}" in err
+    assert "the server does not answer (connection refused)" in err
+    assert "start the server, or point tracking.uri" in err
+    history = (tmp_path / "multirun" / "0" / "history.csv").read_text().splitlines()
+    assert len(history) == 20000 + 2  # header, epoch 0, every epoch: all trained
+
+    served.start()
+    replayed = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.store", "--uri", url, "replay"]
+        + [str(tmp_path / "multirun")],
+        env=as_alice(),
+        capture_output=True,
+        text=True,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert not kept.exists()
+    (job,) = [
+        r
+        for r in alice.search_runs(
+            [alice.get_experiment_by_name("mnist-regression").experiment_id]
+        )
+        if r.inputs.dataset_inputs
+    ]
+    assert job.info.status == "FINISHED"
+    assert len(alice.get_metric_history(job.info.run_id, "val_loss")) == 20001
+    assert {a.path for a in alice.list_artifacts(job.info.run_id)} >= {
+        "curves.png",
+        "weights",
+    }
