@@ -72,10 +72,23 @@ class OptimizerConfig:
 
 @dataclass
 class SeedModelConfig:
-    """What the seed study says of one model (conf/experiment/seed.yaml)."""
+    """What the seed study says of one model."""
 
     l2: float = MISSING
     iterations: int = MISSING
+
+
+@dataclass
+class SeedStudyConfig:
+    """The seed study's settings (conf/experiment/seed.yaml)."""
+
+    lr: float = MISSING
+    batch_size: int | None = MISSING
+    anneal_k: float = MISSING
+    patience: int = MISSING
+    eval_every: int = MISSING
+    logistic: SeedModelConfig = field(default_factory=SeedModelConfig)
+    softmax: SeedModelConfig = field(default_factory=SeedModelConfig)
 
 
 @dataclass
@@ -109,8 +122,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    # set by experiment=seed: per model name, the values its settings select
-    seed_study: dict[str, SeedModelConfig] | None = None
+    # set by experiment=seed: the values its settings select
+    seed_study: SeedStudyConfig | None = None
 
 
 def plain(value: Any) -> Any:

@@ -170,3 +170,20 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         table = run(command, repo, COLUMNS="400").stdout  # as wide as it wants
         assert max(len(line.rstrip()) for line in table.splitlines()) <= 120, table
         assert "softmax.test" in table and "…" not in table
+        if "exp" in command:  # the README's columns, named plainly
+            assert " model.l2 " in table and " optimizer.lr " in table, table
+
+
+def test_the_committed_lock_matches_the_code_and_params(repo_copy):
+    """dvc.lock records the code and parameters the committed results came from:
+    a change to a stage's code or parameters without `dvc repro` fails here."""
+    status = json.loads(run(["dvc", "status", "--json"], repo_copy).stdout)
+    stale = {
+        stage: change
+        for stage, changes in status.items()
+        for entry in changes
+        for kind, change in entry.items()
+        if kind in ("changed deps", "changed params")
+        and any(not path.startswith(("data/", "results/")) for path in change)
+    }
+    assert not stale, f"run `dvc repro` and commit dvc.lock: {stale}"
