@@ -40,8 +40,10 @@ run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
 
+# The tests that start servers and daemons run apart, where only 127.0.0.1 answers.
 test: $(STAMP) $(SYSTEM)  ## set up .venv (and the Debian packages) and run the test suite
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not services"
+	sh tests/loopback_only.sh $(BIN)/pytest -m services
 
 ui: $(STAMP)  ## start `mlflow ui` on the study's store and print the address of its runs
 	$(BIN)/python -m mnist_regression.store ui

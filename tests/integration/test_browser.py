@@ -22,7 +22,12 @@ import requests
 
 from .conftest import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.services,
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium on a machine with no route out: no background connections at all.

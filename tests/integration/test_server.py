@@ -24,7 +24,7 @@ from mnist_regression.data.prepare import load_task
 
 from .conftest import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 
 ADMIN_PASSWORD = "admin-password-for-the-test"
 USERS = {"alice": "alice-password", "bob": "bob-password"}

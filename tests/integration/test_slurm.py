@@ -20,7 +20,7 @@ import pytest
 
 from .conftest import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sinfo")
 
