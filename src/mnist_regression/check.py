@@ -25,15 +25,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .errors import MissingInputError
+from .seed_study import SET_SIZE
 
 RELATIVE = 1e-5
 DETAILS = Path("reports/details.json")
-SET_SIZE = {  # accuracy key -> key of the size of its set
-    "val_accuracy": "val_images",
-    "test_accuracy": "test_images",
-    "test_accuracy_last": "test_images_last",
-}
-EXACT = ("epochs_run", "best_epoch", "seeds", "val_images", "test_images")
+EXACT = ("epochs_run", "best_epoch", "seeds")  # and every count of images
 
 
 def leaves(tree: Mapping, path: tuple = ()) -> Iterator[tuple[tuple, object]]:

@@ -30,6 +30,11 @@ COMPARED = {  # key in our accuracies -> what the study's number is
     "test_accuracy_last": f"test, last {LAST_N:,}",
 }
 TASK = {"logistic": "2 vs 3", "softmax": "10 digits"}
+SET_SIZE = {  # accuracy key -> key of the size of the set it was measured on
+    "val_accuracy": "val_images",
+    "test_accuracy": "test_images",
+    "test_accuracy_last": "test_images_last",
+}
 
 
 def wilson(accuracy: float, n: int) -> tuple[float, float]:
@@ -71,18 +76,16 @@ def accuracies(job: Job, data: Mapping[str, np.ndarray], n_test_file: int) -> di
 
 
 def size(row: Mapping, key: str) -> int:
-    return row[
-        {"val_accuracy": "val_images"}.get(key, key.replace("accuracy", "images"))
-    ]
+    return row[SET_SIZE[key]]
 
 
 def over_seeds(rows: list[dict]) -> dict:
     """Mean and standard deviation (ddof 1) of each accuracy over the seeds."""
     summary = {"seeds": len(rows)}
-    for key in ("val_accuracy", "test_accuracy", "test_accuracy_last"):
+    for key in SET_SIZE:
         values = np.array([row[key] for row in rows])
         summary[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1))}
-    for key in ("val_images", "test_images", "test_images_last"):
+    for key in SET_SIZE.values():
         summary[key] = rows[0][key]
     return summary
 

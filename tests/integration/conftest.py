@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from mnist_regression.data.prepare import prepare
@@ -172,3 +174,18 @@ def wait_for(condition, timeout: float = 60.0, what: str = "a condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    """Whether an MLflow server at ``url`` answers its health check."""
+    try:
+        return requests.get(f"{url}/health", timeout=2).ok
+    except requests.ConnectionError:
+        return False

@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-import requests
 
-from .conftest import wait_for
+from .conftest import free_port, healthy, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,12 +40,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 60_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -72,18 +64,12 @@ def ui(app, tmp_path):
     try:
         first = lines.get(timeout=60)
         assert first.startswith("runs of mnist-regression: http://127.0.0.1:"), first
-        wait_for(lambda: healthy(port), 60, "mlflow ui to answer /health")
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: healthy(url), 60, "mlflow ui to answer /health")
         yield first.split(": ", 1)[1].strip()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
-
-
-def healthy(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
-    except requests.ConnectionError:
-        return False
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -18,17 +17,11 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from .conftest import BIN, run
+from .conftest import BIN, free_port, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY_ID, SECRET = "project-key-id", "project-secret-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,12 @@ import requests
 
 from mnist_regression.data.prepare import load_task
 
-from .conftest import wait_for
+from .conftest import free_port, healthy, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 
 ADMIN_PASSWORD = "admin-password-for-the-test"
 USERS = {"alice": "alice-password", "bob": "bob-password"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def as_postgres(*command: str) -> None:
@@ -86,13 +79,6 @@ def postgres():
     finally:
         as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
         shutil.rmtree(home, ignore_errors=True)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/health", timeout=2).ok
-    except requests.ConnectionError:
-        return False
 
 
 class Server:

@@ -18,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import wait_for
+from .conftest import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sinfo")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def slurm_conf(home: Path, host: str) -> str:
