@@ -177,6 +177,15 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
 def test_the_committed_lock_matches_the_code_and_params(repo_copy):
     """dvc.lock records the code and parameters the committed results came from:
     a change to a stage's code or parameters without `dvc repro` fails here."""
+    lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())["stages"]
+    outs = {out["path"] for stage in lock.values() for out in stage.get("outs", [])}
+
+    def produced(path: str) -> bool:  # by a stage: absent in a clone, not code
+        return any(
+            path == out or path.startswith(f"{out}/") or out.startswith(f"{path}/")
+            for out in outs
+        )
+
     status = json.loads(run(["dvc", "status", "--json"], repo_copy).stdout)
     stale = {
         stage: change
@@ -184,6 +193,9 @@ def test_the_committed_lock_matches_the_code_and_params(repo_copy):
         for entry in changes
         for kind, change in entry.items()
         if kind in ("changed deps", "changed params")
-        and any(not path.startswith(("data/", "results/")) for path in change)
+        and any(not produced(path) for path in change)
     }
     assert not stale, f"run `dvc repro` and commit dvc.lock: {stale}"
+    assert set(lock) <= set(
+        yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"]
+    )
