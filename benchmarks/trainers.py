@@ -9,12 +9,12 @@ import time
 import numpy as np
 
 from mnist_regression.data.prepare import load_task
+from mnist_regression.losses import TASKS
 from mnist_regression.models import LinearModel
 from mnist_regression.training import Dataset, Schedule, train
 
 Trace = list[tuple[float, float]]
 NAMES = ("ours", "sklearn", "torch")
-TASKS = {"softmax": "multiclass", "logistic": "binary"}
 
 
 @functools.cache

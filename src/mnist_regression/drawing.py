@@ -3,7 +3,6 @@ screen), the weights as images drawn one way, loss and accuracy curves, saving."
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -12,19 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .models import LinearModel  # noqa: E402
+from .run_figures import WEIGHT_COLORS, weight_images  # noqa: E402, F401
 from .training import SPLITS, History  # noqa: E402
 
 LOSS_LABEL = "mean cross-entropy (nats)"
 SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
-WEIGHT_COLORS = "RdBu_r"  # diverging, centred on zero: red for, blue against
-
-
-def weight_images(model: LinearModel) -> np.ndarray:
-    """The weights as (k, side, side) images: one per class, one for logistic."""
-    n_features, k = model.weights.shape
-    side = math.isqrt(n_features)
-    return model.weights.T.reshape(k, side, side)
 
 
 def draw_weights(ax, image: np.ndarray, limit: float | None = None):

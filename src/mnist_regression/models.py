@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import losses
+from .losses import LOSSES
 
-KINDS = ("logistic", "softmax")
+KINDS = tuple(LOSSES)
 
 
 @dataclass
@@ -29,16 +29,21 @@ class LinearModel:
 
     @classmethod
     def zeros(cls, kind: str, n_features: int, n_classes: int, dtype=np.float32):
-        if kind not in KINDS:
+        if kind not in LOSSES:
             raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
-        k = 1 if kind == "logistic" else n_classes
+        k = LOSSES[kind].outputs(n_classes)
         return cls(kind, np.zeros((n_features, k), dtype), np.zeros(k, dtype))
+
+    @property
+    def loss(self):
+        """The model's cross-entropy (``losses``)."""
+        return LOSSES[self.kind]
 
     def copy(self) -> LinearModel:
         return LinearModel(self.kind, self.weights.copy(), self.bias.copy())
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """(n, k) scores; (n,) for logistic regression.
+        """(n, k) scores.
 
         Raises FloatingPointError if a score overflowed: the weights have diverged.
         """
@@ -46,13 +51,10 @@ class LinearModel:
             z = x @ self.weights + self.bias
         if not np.isfinite(z).all():
             raise FloatingPointError("non-finite logits: the weights have diverged")
-        return z[:, 0] if self.kind == "logistic" else z
+        return z
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._classes(self.logits(x))
-
-    def _classes(self, z: np.ndarray) -> np.ndarray:
-        return (z > 0).astype(np.int64) if self.kind == "logistic" else z.argmax(1)
+        return self.loss.predict(self.logits(x))
 
     def loss_and_accuracy(
         self, x: np.ndarray, t: np.ndarray, z: np.ndarray | None = None
@@ -62,12 +64,14 @@ class LinearModel:
         ``z``, if given, are the logits of ``x`` under the current weights.
         """
         z = self.logits(x) if z is None else z
-        return self._data_loss(z, t), float(np.mean(self._classes(z) == t))
+        return self.loss.loss(z, t), float(np.mean(self.loss.predict(z) == t))
 
-    def _data_loss(self, z: np.ndarray, t: np.ndarray) -> float:
-        if self.kind == "logistic":
-            return losses.logistic_loss(z, t)
-        return losses.softmax_loss(z, t)
+    def penalty(self, l2: float, l2_bias: bool = False) -> float:
+        """l2/2 ||W||^2 [+ l2/2 ||b||^2]."""
+        value = 0.5 * l2 * float(np.vdot(self.weights, self.weights))
+        if l2_bias:
+            value += 0.5 * l2 * float(np.vdot(self.bias, self.bias))
+        return value
 
     def loss_and_grad(
         self,
@@ -78,11 +82,9 @@ class LinearModel:
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t)."""
         z = self.logits(x)
-        loss = self._data_loss(z, t)
+        loss = self.loss.loss(z, t)
         if l2:
-            loss += 0.5 * l2 * float(np.vdot(self.weights, self.weights))
-            if l2_bias:
-                loss += 0.5 * l2 * float(np.vdot(self.bias, self.bias))
+            loss += self.penalty(l2, l2_bias)
         return (loss, *self.gradients(x, t, l2, l2_bias, z))
 
     def gradients(
@@ -98,10 +100,7 @@ class LinearModel:
         ``z``, if given, are the logits of ``x`` under the current weights.
         """
         z = self.logits(x) if z is None else z
-        if self.kind == "logistic":
-            dz = losses.logistic_grad(z, t)[:, None]
-        else:
-            dz = losses.softmax_grad(z, t)
+        dz = self.loss.gradient(z, t)
         grad_w = x.T @ dz
         grad_b = dz.sum(axis=0)
         if l2:
@@ -137,5 +136,4 @@ def curvature_at_zero(
         if eigenvalue == 0.0:
             break
         v = w / eigenvalue
-    c = 0.25 if kind == "logistic" else 1.0 / n_classes
-    return c * eigenvalue
+    return LOSSES[kind].curvature_factor(n_classes) * eigenvalue

@@ -19,13 +19,13 @@ from . import provenance
 from .cli import check_stop
 from .data.prepare import check_prepared_settings, load_task
 from .io import save_json, save_npz, sha256_of
+from .losses import TASKS
 from .models import LinearModel
 from .results import write_histories
 from .tracking import open_run
 from .training import SPLITS, Dataset, DivergenceError, History, Schedule, train
 
 log = logging.getLogger("mnist_regression")
-TASKS = {"logistic": "binary", "softmax": "multiclass"}
 # Set by a sweep's main process: the MLflow run its jobs are children of.
 PARENT_RUN_VARIABLE = "MNIST_REGRESSION_PARENT_RUN"
 
@@ -161,7 +161,7 @@ def run_training(
         run.log_metrics({**final, "train_seconds": seconds})
         run.set_tags({"stop_reason": history.stop_reason})
         if cfg.tracking.artifacts and run.run_id:
-            log_artifacts(run, model, history, labels, resolved, run_name or kind)
+            log_artifacts(run, model, labels, resolved, run_name or kind)
             run.log_model(model, data.x["test"][:5])
     return result
 
@@ -196,19 +196,12 @@ def save_failure(directory: Path, label: str, reason: str, config: dict) -> None
     )
 
 
-def log_artifacts(run, model, history, labels, resolved, title) -> None:
-    # matplotlib loads only for a run that draws
+def log_artifacts(run, model, labels, resolved, title) -> None:
     from . import run_figures
-    from .drawing import save
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         save_npz(out / "weights.npz", {"weights": model.weights, "bias": model.bias})
-        run_figures.save_weight_pngs(model, labels, out / "weights")
-        save(
-            run_figures.weights_figure(model, labels, f"weights: {title}"),
-            out / "weights_grid.png",
-        )
-        save(run_figures.curves_figure(history, title), out / "curves.png")
+        run_figures.save_weight_pngs(model, labels, out, title)
         run.log_artifacts(out)

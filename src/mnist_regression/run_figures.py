@@ -1,54 +1,133 @@
-"""Each run's own figures, logged to MLflow: its weights as images, its curves."""
+"""The figures logged to MLflow: each run's weights as images, and the curves of
+a sweep's jobs side by side on the sweep's parent run (each run's own per-epoch
+metrics are charted by MLflow's UI itself).
+
+The weight images are drawn pixel by pixel with Pillow (matplotlib's colour map,
+no figure machinery): a run of a sweep pays milliseconds for them, not the
+tenths of a second a matplotlib figure costs to lay out and render.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from .drawing import draw_curves, draw_weights, plt, weight_images
+import numpy as np
+
 from .models import LinearModel
 from .training import History
 
-
-def save_weight_pngs(model: LinearModel, labels: list[str], directory: Path) -> None:
-    """One PNG per class: the weights as an image at least 240 px high (one block
-    per pixel), diverging colours centred on zero, with their colour bar."""
-    from matplotlib.figure import Figure
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for image, label in zip(weight_images(model), labels, strict=True):
-        fig = Figure(figsize=(3.6, 3.0), dpi=100)
-        ax = fig.add_axes((0.01, 0.01, 0.8, 0.88))
-        shown = draw_weights(ax, image)
-        ax.set_axis_off()
-        ax.set_title(f"weights of {label}", fontsize=9)
-        fig.colorbar(shown, ax=ax, fraction=0.07, pad=0.02)
-        fig.savefig(directory / f"{label}.png")
+WEIGHT_COLORS = "RdBu_r"  # diverging, centred on zero: red for, blue against
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+SIDE_PX = 224  # the smallest side of a weight image: readable in the artifact viewer
 
 
-def weights_figure(model: LinearModel, labels: list[str], title: str):
-    """Every class's weights on one colour scale."""
+def weight_images(model: LinearModel) -> np.ndarray:
+    """The weights as (k, side, side) images: one per class, one for logistic."""
+    n_features, k = model.weights.shape
+    side = math.isqrt(n_features)
+    return model.weights.T.reshape(k, side, side)
+
+
+def _colours(values: np.ndarray, limit: float) -> np.ndarray:
+    """RGB bytes of ``values`` on the diverging map, -limit blue to +limit red."""
+    import matplotlib
+
+    table = matplotlib.colormaps[WEIGHT_COLORS](np.linspace(0.0, 1.0, 256))
+    table = np.round(255 * table[:, :3]).astype(np.uint8)
+    index = np.clip((values / limit + 1.0) * 127.5, 0, 255).astype(np.intp)
+    return table[index]
+
+
+def weight_sheet(images: np.ndarray, labels: list[str], title: str, scale: int = 8):
+    """Weight images side by side (five to a row) on one colour scale, one block of
+    ``scale`` pixels per weight, titled, with a colour bar; a Pillow image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12)
+    limit = float(np.abs(images).max()) or 1.0
+    count, side = len(images), images.shape[1] * scale
+    cols = min(count, 5)
+    rows = math.ceil(count / cols)
+    pad, head, label_h, bar_w = 8, 22, 16 if count > 1 else 0, 14
+    cell_w, cell_h = side + pad, side + label_h + pad
+    width = pad + cols * cell_w + bar_w + 60
+    height = head + rows * cell_h + 2 * pad  # room for the lowest tick label
+    sheet = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((width // 2, 4), title, fill=BLACK, font=font, anchor="mt")
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        x = pad + (i % cols) * cell_w
+        y = head + (i // cols) * cell_h
+        if label_h:
+            draw.text((x + side // 2, y), label, fill=BLACK, font=font, anchor="mt")
+        pixels = _colours(np.kron(image, np.ones((scale, scale))), limit)
+        sheet.paste(Image.fromarray(pixels), (x, y + label_h))
+    # the colour bar: +limit at the top, 0 in the middle, -limit at the bottom
+    bar_x, bar_top, bar_h = pad + cols * cell_w, head + label_h, rows * cell_h - pad
+    ramp = np.linspace(limit, -limit, bar_h)[:, None].repeat(bar_w, axis=1)
+    sheet.paste(Image.fromarray(_colours(ramp, limit)), (bar_x, bar_top))
+    draw.rectangle((bar_x, bar_top, bar_x + bar_w, bar_top + bar_h), outline=BLACK)
+    for value, y in ((limit, 0), (0.0, bar_h // 2), (-limit, bar_h - 1)):
+        tick_y = bar_top + y
+        draw.line((bar_x + bar_w, tick_y, bar_x + bar_w + 3, tick_y), fill=BLACK)
+        draw.text(
+            (bar_x + bar_w + 6, tick_y),
+            f"{value:+.2g}" if value else "0",
+            fill=BLACK,
+            font=font,
+            anchor="lm",
+        )
+    return sheet
+
+
+def save_weight_pngs(
+    model: LinearModel, labels: list[str], directory: Path, title: str
+) -> None:
+    """``weights_grid.png``, every class on one scale, and under ``weights/`` one
+    PNG per class at least ``SIDE_PX`` wide (8 px per weight for MNIST) on its own
+    scale."""
     images = weight_images(model)
-    cols = min(len(images), 5)
-    rows = math.ceil(len(images) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False
+    scale = -(-SIDE_PX // images.shape[1])
+    (directory / "weights").mkdir(parents=True, exist_ok=True)
+    grid_scale = scale // 2 if len(images) > 1 else scale
+    weight_sheet(images, labels, f"weights: {title}", grid_scale).save(
+        directory / "weights_grid.png"
     )
-    limit = float(abs(images).max()) or 1.0
-    for ax, image, label in zip(axes.flat, images, labels, strict=False):
-        shown = draw_weights(ax, image, limit)
-        ax.set_title(label)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    fig.colorbar(shown, ax=axes, shrink=0.8, label="weight")
-    fig.suptitle(title)
-    return fig
+    for image, label in zip(images, labels, strict=True):
+        weight_sheet(image[None], [label], f"weights of {label}", scale).save(
+            directory / "weights" / f"{label}.png"
+        )
 
 
 def curves_figure(history: History, title: str):
+    from .drawing import draw_curves, plt
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     draw_curves(ax_loss, ax_acc, history)
     ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_figure(labelled: list[tuple[str, History]], title: str):
+    """Validation loss and accuracy per epoch of each job of a sweep."""
+    from .drawing import LOSS_LABEL, plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, history in labelled:
+        (line,) = ax_loss.plot(history.epoch, history.metrics["val_loss"], label=label)
+        accuracy = 100 * np.asarray(history.metrics["val_accuracy"])
+        ax_acc.plot(history.epoch, accuracy, color=line.get_color())
+        best = history.epoch.index(history.best_epoch)
+        ax_acc.plot(history.best_epoch, accuracy[best], "o", color=line.get_color())
+    ax_loss.set_ylabel(f"validation {LOSS_LABEL}")
+    ax_acc.set_ylabel("validation accuracy (%), best epoch marked")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7, ncol=1 + len(labelled) // 8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

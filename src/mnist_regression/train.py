@@ -124,7 +124,7 @@ class SweepGuard(Callback):
         summary = sweep_summary(base)
         if summary:
             print(summary, file=sys.stderr, flush=True)
-        _sweep.close("FINISHED")
+        _sweep.close("FINISHED", base if config.tracking.artifacts else None)
 
 
 class SweepRun:
@@ -172,13 +172,16 @@ class SweepRun:
         for key, values in grid.items():
             self.client.log_param(self.run_id, key, values)
 
-    def close(self, status: str) -> None:
-        """Record the best job (lowest final validation loss) and end the run."""
+    def close(self, status: str, jobs: Path | None = None) -> None:
+        """Record the best job (lowest final validation loss), the curves of the
+        jobs written under ``jobs`` (if given), and end the run."""
         if self.run_id is None:
             return
         run_id, self.run_id = self.run_id, None
         os.environ.pop(PARENT_RUN_VARIABLE, None)
         try:
+            if jobs is not None:
+                self.log_curves(run_id, jobs)
             parent = self.client.get_run(run_id)
             store.mark_stale_runs(self.client, [parent.info.experiment_id])
             children = self.client.search_runs(
@@ -211,6 +214,26 @@ class SweepRun:
                 f"{store.describe_failure(err)}",
                 file=sys.stderr,
             )
+
+    def log_curves(self, run_id: str, jobs: Path) -> None:
+        """``curves.png``: the finished jobs' validation curves, side by side."""
+        import tempfile
+
+        from .drawing import save
+        from .results import read_stage
+        from .run_figures import sweep_figure
+
+        if not job_folders(jobs):
+            return
+        finished, _ = read_stage(jobs)
+        if not finished:
+            return
+        name = self.client.get_run(run_id).info.run_name
+        labelled = [(job.label, job.history) for job in finished]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "curves.png"
+            save(sweep_figure(labelled, name), path)
+            self.client.log_artifact(run_id, str(path))
 
 
 _sweep = SweepRun()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import UserError
+from .fused import FusedPasses, Scores
 from .models import LinearModel, curvature_at_zero
 
 SPLITS = ("train", "val", "test")
@@ -120,14 +121,17 @@ class Schedule:
 
 
 def evaluate(
-    model: LinearModel, data: Dataset, train_logits: np.ndarray | None = None
+    model: LinearModel, passes: FusedPasses, train: Scores | None = None
 ) -> dict[str, float]:
-    """Loss and accuracy of every split; ``train_logits`` saves one forward pass."""
+    """Loss and accuracy of every split; ``train``, the scores of a training pass
+    just made, saves one pass."""
     values = {}
     for split in SPLITS:
-        z = train_logits if split == "train" else None
-        loss, accuracy = model.loss_and_accuracy(data.x[split], data.t[split], z)
-        values[f"{split}_loss"], values[f"{split}_accuracy"] = loss, accuracy
+        scores = train if split == "train" and train else passes.scores(model, split)
+        values[f"{split}_loss"], values[f"{split}_accuracy"] = (
+            scores.loss,
+            scores.accuracy,
+        )
     values["weight_norm"] = model.weight_norm()
     return values
 
@@ -166,13 +170,22 @@ def train(
 
 
 def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> History:
+    with FusedPasses(model.kind, data.x, data.t) as passes:
+        return _descend(
+            model, data, passes, schedule, rng, l2, l2_bias, on_eval, progress
+        )
+
+
+def _descend(
+    model, data, passes, schedule, rng, l2, l2_bias, on_eval, progress
+) -> History:
     x, t = data.x["train"], data.t["train"]
     n = len(x)
     batch = min(schedule.batch_size or n, n)
     history, best, since_best, step = History(), model.copy(), 0, 0
 
-    def record(epoch: int, train_logits: np.ndarray | None) -> float:
-        values = evaluate(model, data, train_logits)
+    def record(epoch: int, train_scores: Scores | None) -> float:
+        values = evaluate(model, passes, train_scores)
         values["learning_rate"] = schedule.rate(step)
         if not np.isfinite(values["train_loss"]):
             raise FloatingPointError("non-finite training loss")
@@ -181,38 +194,42 @@ def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> Histor
             on_eval(epoch, values)
         return values["val_loss"]
 
-    def update(xb: np.ndarray, tb: np.ndarray, z: np.ndarray | None = None) -> None:
+    def descend(grad_w: np.ndarray, grad_b: np.ndarray, rows=slice(None)) -> None:
         nonlocal step
-        # A diverging step raises here: logits() checks that z is finite, and
-        # the arithmetic runs under np.errstate(raise).
-        grad_w, grad_b = model.gradients(xb, tb, l2, l2_bias, z)
         rate = schedule.rate(step)
+        if l2:
+            grad_w += l2 * model.weights[rows]
+            if l2_bias:
+                grad_b += l2 * model.bias
         grad_w *= rate
         grad_b *= rate
-        model.weights -= grad_w
+        model.weights[rows] -= grad_w
         model.bias -= grad_b
         step += 1
 
-    # Full batch: the logits of an epoch's evaluation feed the next epoch's step.
+    # Full batch: the pass that scores the training set also yields the gradient
+    # of the next step; the weights of never-lit pixels are left at 0.
     full_batch = batch == n
-    z_train = model.logits(x) if full_batch else None
-    best_loss = record(0, z_train)
+    train_scores = passes.scores(model, "train", gradient=True) if full_batch else None
+    best_loss = record(0, train_scores)
     for epoch in range(1, schedule.max_epochs + 1):
         progress["epoch"] = epoch
         if full_batch:
-            update(x, t, z_train)
-            z_train = model.logits(x)
+            descend(train_scores.grad_w, train_scores.grad_b, passes.keep)
+            train_scores = passes.scores(model, "train", gradient=True)
         else:
             order = rng.permutation(n)
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
-                update(x[idx], t[idx])
+                # A diverging step raises here: logits() checks that z is
+                # finite, and the arithmetic runs under np.errstate(raise).
+                descend(*model.gradients(x[idx], t[idx]))
                 if step == schedule.max_steps:
                     break
         last = epoch == schedule.max_epochs or step == schedule.max_steps
         if epoch % schedule.eval_every and not last:
             continue
-        val_loss = record(epoch, z_train)
+        val_loss = record(epoch, train_scores)
         if val_loss < best_loss:
             best_loss, best, since_best = val_loss, model.copy(), 0
             history.best_epoch = epoch

@@ -284,6 +284,6 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
     assert job.info.status == "FINISHED"
     assert len(alice.get_metric_history(job.info.run_id, "val_loss")) == 20001
     assert {a.path for a in alice.list_artifacts(job.info.run_id)} >= {
-        "curves.png",
+        "weights_grid.png",
         "weights",
     }

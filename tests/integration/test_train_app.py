@@ -46,7 +46,7 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
         record.data.metrics
     )
     artifacts = {a.path for a in client.list_artifacts(record.info.run_id)}
-    assert {"config.yaml", "weights.npz", "weights_grid.png", "curves.png"} <= artifacts
+    assert {"config.yaml", "weights.npz", "weights_grid.png"} <= artifacts
     images = client.list_artifacts(record.info.run_id, "weights")
     assert [a.path for a in images] == ["weights/2 vs 3.png"]
     local = client.download_artifacts(record.info.run_id, "weights/2 vs 3.png")
@@ -94,6 +94,9 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
         r.info.run_id for r in finished if r.data.metrics["final_val_loss"] == lowest
     }
     assert parent.data.tags["best_run_id"] in best
+    # the finished jobs' curves side by side, on the parent
+    (curves,) = client.list_artifacts(parent.info.run_id)
+    assert curves.path == "curves.png" and curves.file_size > 10_000
     statuses = {
         (r.data.params["model.l2"], r.data.params["optimizer.lr"]): r.info.status
         for r in records

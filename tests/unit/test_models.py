@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mnist_regression import losses
+from mnist_regression.losses import LOSSES
 from mnist_regression.models import LinearModel, curvature_at_zero
 
 
@@ -58,11 +58,12 @@ def test_penalty_is_half_l2_times_squared_norm(kind):
 
 
 def test_logistic_loss_against_direct_formula():
-    z = np.array([-3.0, -0.5, 0.0, 2.0])
+    z = np.array([[-3.0], [-0.5], [0.0], [2.0]])
     t = np.array([1, 0, 1, 0])
-    y = 1 / (1 + np.exp(-z))
+    y = 1 / (1 + np.exp(-z[:, 0]))
     direct = -np.mean(t * np.log(y) + (1 - t) * np.log(1 - y))
-    assert losses.logistic_loss(z, t) == pytest.approx(direct)
+    assert LOSSES["logistic"].loss(z, t) == pytest.approx(direct)
+    np.testing.assert_allclose(LOSSES["logistic"].probabilities(z), y)
 
 
 def test_softmax_loss_against_direct_formula():
@@ -70,20 +71,22 @@ def test_softmax_loss_against_direct_formula():
     t = np.array([1, 0])
     probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     direct = -np.mean(np.log(probs[[0, 1], t]))
-    assert losses.softmax_loss(z, t) == pytest.approx(direct)
+    assert LOSSES["softmax"].loss(z, t) == pytest.approx(direct)
+    np.testing.assert_allclose(LOSSES["softmax"].probabilities(z), probs)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_extreme_logits_stay_finite_and_exact(dtype):
     # RuntimeWarnings are errors in this suite: an overflow would fail the test.
-    z = np.array([-1000.0, 1000.0, -1000.0, 1000.0], dtype)
+    z = np.array([[-1000.0], [1000.0], [-1000.0], [1000.0]], dtype)
     t = np.array([1, 1, 0, 0])
-    loss, grad = losses.logistic_loss(z, t), losses.logistic_grad(z, t)
+    binary = LOSSES["logistic"]
+    loss, grad = binary.loss(z, t), binary.gradient(z, t)
     assert loss == pytest.approx((1000 + 0 + 0 + 1000) / 4)
-    np.testing.assert_allclose(grad, np.array([-1, 0, 0, 1]) / 4)
+    np.testing.assert_allclose(grad[:, 0], np.array([-1, 0, 0, 1]) / 4)
     zs = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 999.0]], dtype)
     ts = np.array([1, 2])
-    loss, grad = losses.softmax_loss(zs, ts), losses.softmax_grad(zs, ts)
+    loss, grad = LOSSES["softmax"].loss(zs, ts), LOSSES["softmax"].gradient(zs, ts)
     assert loss == pytest.approx((2000 + 1 + np.log1p(np.exp(-1))) / 2, rel=1e-5)
     assert np.isfinite(grad).all()
 

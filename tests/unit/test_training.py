@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from mnist_regression.fused import FusedPasses
 from mnist_regression.models import LinearModel
 from mnist_regression.training import (
     METRICS,
@@ -53,7 +54,8 @@ def test_same_seed_same_metrics_bit_for_bit():
 def test_best_weights_are_restored():
     model, history, data = fit(lr=2.0, max_epochs=40)
     assert history.best_epoch < history.epochs_run
-    restored = evaluate(model, data)
+    with FusedPasses(model.kind, data.x, data.t) as passes:
+        restored = evaluate(model, passes)
     best = history.at(history.best_epoch)
     for name in restored:
         assert restored[name] == best[name]
