@@ -24,11 +24,12 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from mnist_regression.config import load_params, train_config
+from mnist_regression.fused import FusedPasses
 from mnist_regression.models import LinearModel
-from mnist_regression.training import Dataset, Schedule, evaluate, train
+from mnist_regression.training import Dataset, Schedule, train
 
 from . import trainers
-from .report import PARTS, write_report
+from .report import PARTS, update_readme, write_report
 
 TARGETS = {"softmax": 0.915, "logistic": 0.975}
 # A rate above the default's stability margin: it wins the race, and
@@ -152,13 +153,35 @@ def epoch_seconds(
         on_eval=lambda *_: stamps.append(time.perf_counter()),
     )
     with_eval = statistics.median(np.diff(stamps))
-    # At full batch the step reuses the evaluation's training logits: only the
-    # other splits are evaluation's own cost.
-    z = model.logits(data.x["train"]) if batch is None else None
-    evaluation = statistics.median(
-        timeit.repeat(lambda: evaluate(model, data, z), number=1, repeat=epochs)
-    )
+    # At full batch the training pass of the step scores the training set too:
+    # only the other splits are evaluation's own cost.
+    splits = ("val", "test") if batch is None else ("train", "val", "test")
+    with FusedPasses(kind, data.x, data.t) as passes:
+        evaluation = statistics.median(
+            timeit.repeat(
+                lambda: [passes.scores(model, split) for split in splits],
+                number=1,
+                repeat=epochs,
+            )
+        )
     return with_eval - evaluation, with_eval
+
+
+def naive_iteration_seconds(data: Dataset) -> float:
+    """The matrix products of one full-batch iteration with evaluation, unfused,
+    as a plain NumPy loop makes them: the training set's logits and gradient, the
+    validation and test sets' logits (the best of 3)."""
+    x = data.x["train"]
+    weights = np.zeros((x.shape[1], data.n_classes), np.float32)
+    dz = np.ones((data.n_classes, len(x)), np.float32).T
+
+    def products() -> None:
+        x @ weights
+        x.T @ dz
+        data.x["val"] @ weights
+        data.x["test"] @ weights
+
+    return min(timeit.repeat(products, number=1, repeat=3))
 
 
 def floor_seconds(x: np.ndarray, k: int, batch: int | None) -> tuple[float, float]:
@@ -203,6 +226,16 @@ def hardware_floor(cfg, repeats: int) -> dict:
             steps, with_eval = epoch_seconds(data, "softmax", batch)
             samples.append((floor, gather, steps, with_eval))
         floor, gather, steps, with_eval = (list(c) for c in zip(*samples, strict=True))
+        if batch is None:  # the iteration, evaluation included, against the naive
+            naive = [naive_iteration_seconds(data) for _ in range(repeats)]
+            iteration = [epoch_seconds(data, "softmax", None)[1] for _ in naive]
+            rows["iteration"] = {
+                "naive_s": statistics.median(naive),
+                "iteration_s": statistics.median(iteration),
+                "ratio": summary(
+                    [i / n for i, n in zip(iteration, naive, strict=True)]
+                ),
+            }
         rows[str(batch or "full")] = {
             "floor_s": statistics.median(floor),
             "gather_s": statistics.median(gather),
@@ -259,8 +292,27 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def arithmetic_seconds(since: float) -> float:
+    """The training arithmetic of the study's runs started after ``since`` (a
+    time.time()): the sum of their ``train_seconds``, read from the project's
+    MLflow store (timings stay out of the DVC outputs, which must not change)."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_regression.store import resolve_target
+
+    client = MlflowClient(resolve_target(None).uri)
+    experiment = client.get_experiment_by_name("mnist-regression")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.start_time >= {int(1000 * since)}",
+        max_results=10_000,
+    )
+    return sum(run.data.metrics.get("train_seconds", 0.0) for run in runs)
+
+
 def pipeline() -> dict:
     dvc = str(Path(sys.executable).parent / "dvc")
+    started = time.time()
     stages = [
         "models",
         "seed_readings",
@@ -283,9 +335,11 @@ def pipeline() -> dict:
         "tracking.enabled=false",
         "hydra.sweep.dir=multirun/benchmark",
     ]
+    arithmetic = arithmetic_seconds(started)
     result = {
         "stages_s": per_stage,
         "after_prepare_s": sum(per_stage.values()),
+        "arithmetic_s": arithmetic,
         "sweep_sequential_s": timed(sweep),
         "sweep_2_jobs_s": timed(
             [*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -295,7 +349,73 @@ def pipeline() -> dict:
     return result
 
 
+SWEEP = [
+    sys.executable,
+    "-m",
+    "mnist_regression.train",
+    "-m",
+    "model=logistic",
+    "model.l2=0,0.001,0.01,0.1,1",
+]
+# What any process that records runs pays once, whatever it trains: measured in
+# a fresh interpreter, in this order.
+FIXED_COSTS = """
+import time, json, sys
+stamps = [time.perf_counter()]
+from mlflow.tracking import MlflowClient
+stamps.append(time.perf_counter())
+MlflowClient(sys.argv[1]).search_experiments()
+stamps.append(time.perf_counter())
+from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+_init_modules_to_packages_map()
+stamps.append(time.perf_counter())
+names = ["mlflow_import_s", "store_open_s", "package_scan_s"]
+print(json.dumps(dict(zip(names, [b - a for a, b in zip(stamps, stamps[1:])]))))
+"""
+
+
+def tracked_sweep(repeats: int) -> dict:
+    """A 5-value logistic lambda multirun as whole processes, tracked (metrics,
+    artifacts, models) and untracked, in turns; and the costs of MLflow that any
+    tracked process pays once."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        modes = {
+            "tracked": [f"tracking.uri={uri}"],
+            "untracked": ["tracking.enabled=false"],
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in modes}
+        for repeat in range(repeats + 1):  # the first creates the store: not counted
+            for name, overrides in modes.items():
+                took = timed([*SWEEP, *overrides, f"hydra.sweep.dir={tmp}/{name}"])
+                if repeat:
+                    seconds[name].append(took)
+        fixed = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", FIXED_COSTS, uri],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+    ratios = [
+        t / u for t, u in zip(seconds["tracked"], seconds["untracked"], strict=True)
+    ]
+    result = {
+        "tracked_s": summary(seconds["tracked"]),
+        "untracked_s": summary(seconds["untracked"]),
+        "ratio": summary(ratios),
+        "fixed": fixed,
+    }
+    print(f"sweep: {result}")
+    return result
+
+
 def measure_part(part: str, cfg, repeats: int):
+    if part == "sweep":
+        return tracked_sweep(repeats)
     if part == "race":
         return race(cfg, repeats)
     if part == "tradeoff":
@@ -341,6 +461,7 @@ def main() -> None:
         results[part] = measure_part(part, cfg, args.repeats)
         results["measured"][part] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     write_report(results, out)
+    update_readme(results, Path("README.md"))
 
 
 if __name__ == "__main__":

@@ -79,38 +79,67 @@ class FusedPasses:
         self.close()
 
     def scores(self, model, split: str, gradient: bool = False) -> Scores:
-        x, t = self.x[split], self.t[split]
-        n = len(x)
-        weights = model.weights[self.keep]
-        starts = range(0, n, BLOCK_ROWS)
-        share = -(-len(starts) // self.threads)
-        chunks = [starts[i : i + share] for i in range(0, len(starts), share)]
+        """The scores of one split (and its data gradient, if asked for)."""
+        return self.score_splits(model, [split], gradient=split if gradient else None)[
+            split
+        ]
 
-        def work(chunk):
-            loss_sum, correct = 0.0, 0
-            grad_w = np.zeros_like(weights) if gradient else None
-            grad_b = np.zeros_like(model.bias) if gradient else None
-            for start in chunk:
+    def score_splits(
+        self, model, splits: list[str], gradient: str | None = None
+    ) -> dict[str, Scores]:
+        """The scores of ``splits`` at the current weights, in one dispatch over
+        the threads, with the data gradient of the split ``gradient``."""
+        weights = model.weights[self.keep]
+        # (cost, split, first row): a block with its gradient costs two products
+        blocks = [
+            (2 if split == gradient else 1, split, start)
+            for split in splits
+            for start in range(0, len(self.x[split]), BLOCK_ROWS)
+        ]
+        shares: list[list] = [[] for _ in range(min(self.threads, len(blocks)))]
+        loads = [0] * len(shares)
+        for block in sorted(blocks, key=lambda b: -b[0]):  # greedy, largest first
+            lightest = loads.index(min(loads))
+            shares[lightest].append(block)
+            loads[lightest] += block[0]
+
+        def work(share):
+            sums = {split: [0.0, 0, None, None] for split in splits}
+            for _, split, start in share:
+                x, t = self.x[split], self.t[split]
                 xb, tb = x[start : start + BLOCK_ROWS], t[start : start + BLOCK_ROWS]
                 with np.errstate(over="raise", invalid="raise"):
                     z = xb @ weights + model.bias
                 if not np.isfinite(z).all():
                     raise FloatingPointError("non-finite logits: the weights diverged")
-                loss_sum += self.loss.loss(z, tb) * len(tb)
-                correct += int(np.count_nonzero(self.loss.predict(z) == tb))
-                if gradient:
-                    dz = self.loss.gradient(z, tb, n)
-                    grad_w += xb.T @ dz
-                    grad_b += dz.sum(axis=0)
-            return loss_sum, correct, grad_w, grad_b
+                total = sums[split]
+                total[0] += self.loss.loss(z, tb) * len(tb)
+                total[1] += int(np.count_nonzero(self.loss.predict(z) == tb))
+                if split == gradient:
+                    dz = self.loss.gradient(z, tb, len(x))
+                    grad_w, grad_b = xb.T @ dz, dz.sum(axis=0)
+                    if total[2] is None:
+                        total[2], total[3] = grad_w, grad_b
+                    else:
+                        total[2] += grad_w
+                        total[3] += grad_b
+            return sums
 
-        if self._pool is None or len(chunks) == 1:
-            parts = [work(chunk) for chunk in chunks]
+        if self._pool is None or len(shares) == 1:
+            parts = [work(share) for share in shares]
         else:
             with _blas().limit(limits=1, user_api="blas"):
-                parts = list(self._pool.map(work, chunks))
-        scores = Scores(sum(p[0] for p in parts) / n, sum(p[1] for p in parts) / n)
-        if gradient:
-            scores.grad_w = sum(p[2] for p in parts[1:]) + parts[0][2]
-            scores.grad_b = sum(p[3] for p in parts[1:]) + parts[0][3]
-        return scores
+                parts = list(self._pool.map(work, shares))
+        found = {}
+        for split in splits:
+            n = len(self.x[split])
+            totals = [part[split] for part in parts]
+            scores = Scores(
+                sum(p[0] for p in totals) / n, sum(p[1] for p in totals) / n
+            )
+            if split == gradient:
+                grads = [p for p in totals if p[2] is not None]
+                scores.grad_w = sum(p[2] for p in grads[1:]) + grads[0][2]
+                scores.grad_b = sum(p[3] for p in grads[1:]) + grads[0][3]
+            found[split] = scores
+        return found

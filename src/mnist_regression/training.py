@@ -121,17 +121,17 @@ class Schedule:
 
 
 def evaluate(
-    model: LinearModel, passes: FusedPasses, train: Scores | None = None
+    model: LinearModel, passes: FusedPasses, known: Mapping[str, Scores] | None = None
 ) -> dict[str, float]:
-    """Loss and accuracy of every split; ``train``, the scores of a training pass
-    just made, saves one pass."""
+    """Loss and accuracy of every split; ``known``, scores of some splits from a
+    pass at the same weights, saves their passes."""
+    known = known or {}
+    missing = [split for split in SPLITS if split not in known]
+    scores = {**known, **(passes.score_splits(model, missing) if missing else {})}
     values = {}
     for split in SPLITS:
-        scores = train if split == "train" and train else passes.scores(model, split)
-        values[f"{split}_loss"], values[f"{split}_accuracy"] = (
-            scores.loss,
-            scores.accuracy,
-        )
+        values[f"{split}_loss"] = scores[split].loss
+        values[f"{split}_accuracy"] = scores[split].accuracy
     values["weight_norm"] = model.weight_norm()
     return values
 
@@ -184,8 +184,8 @@ def _descend(
     batch = min(schedule.batch_size or n, n)
     history, best, since_best, step = History(), model.copy(), 0, 0
 
-    def record(epoch: int, train_scores: Scores | None) -> float:
-        values = evaluate(model, passes, train_scores)
+    def record(epoch: int, known: Mapping[str, Scores]) -> float:
+        values = evaluate(model, passes, known)
         values["learning_rate"] = schedule.rate(step)
         if not np.isfinite(values["train_loss"]):
             raise FloatingPointError("non-finite training loss")
@@ -210,13 +210,24 @@ def _descend(
     # Full batch: the pass that scores the training set also yields the gradient
     # of the next step; the weights of never-lit pixels are left at 0.
     full_batch = batch == n
-    train_scores = passes.scores(model, "train", gradient=True) if full_batch else None
-    best_loss = record(0, train_scores)
+
+    def evaluated(epoch: int) -> bool:
+        last = epoch == schedule.max_epochs or step == schedule.max_steps
+        return epoch % schedule.eval_every == 0 or last
+
+    def full_pass(epoch: int) -> dict[str, Scores]:
+        """The training set's scores and gradient, and in the same pass the
+        other splits' scores when this epoch is evaluated."""
+        splits = list(SPLITS) if evaluated(epoch) else ["train"]
+        return passes.score_splits(model, splits, gradient="train")
+
+    scores = full_pass(0) if full_batch else {}
+    best_loss = record(0, scores)
     for epoch in range(1, schedule.max_epochs + 1):
         progress["epoch"] = epoch
         if full_batch:
-            descend(train_scores.grad_w, train_scores.grad_b, passes.keep)
-            train_scores = passes.scores(model, "train", gradient=True)
+            descend(scores["train"].grad_w, scores["train"].grad_b, passes.keep)
+            scores = full_pass(epoch)
         else:
             order = rng.permutation(n)
             for start in range(0, n, batch):
@@ -226,10 +237,9 @@ def _descend(
                 descend(*model.gradients(x[idx], t[idx]))
                 if step == schedule.max_steps:
                     break
-        last = epoch == schedule.max_epochs or step == schedule.max_steps
-        if epoch % schedule.eval_every and not last:
+        if not evaluated(epoch):
             continue
-        val_loss = record(epoch, train_scores)
+        val_loss = record(epoch, scores)
         if val_loss < best_loss:
             best_loss, best, since_best = val_loss, model.copy(), 0
             history.best_epoch = epoch
