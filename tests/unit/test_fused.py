@@ -11,9 +11,10 @@ from mnist_regression.training import Dataset, Schedule, train
 DARK = [0, 3, 4, 17]  # pixel columns that are 0 in every training image
 
 
-def images(kind, n=5000, d=30, k=4, seed=0):
-    """Pixels in [0, 1] with some columns never lit in training (as MNIST's
-    borders), more rows than one block so that both threads get work."""
+def images(kind, pixels=True, n=5000, d=30, k=4, seed=0):
+    """Values in [0, 1] with some columns never lit in training (as MNIST's
+    borders), more rows than one block so that both threads get work; with
+    ``pixels``, bytes / 255 as the prepared data are (passes stream bytes)."""
     rng = np.random.default_rng(seed)
     classes = 2 if kind == "logistic" else k
     centres = rng.random((classes, d))
@@ -22,15 +23,20 @@ def images(kind, n=5000, d=30, k=4, seed=0):
         t[split] = rng.integers(0, classes, size)
         noisy = centres[t[split]] + 0.3 * rng.normal(size=(size, d))
         x[split] = np.clip(noisy, 0, 1).astype(np.float32)
+        if pixels:
+            x[split] = np.rint(255 * x[split]).astype(np.uint8) / np.float32(255)
     x["train"][:, DARK] = 0.0
     return Dataset(x, t)
 
 
+@pytest.mark.parametrize("pixels", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["logistic", "softmax"])
-def test_scores_and_gradient_equal_the_naive_products(kind, threads, monkeypatch):
+def test_scores_and_gradient_equal_the_naive_products(
+    kind, threads, pixels, monkeypatch
+):
     monkeypatch.setattr(fused, "BLOCK_ROWS", 700)  # blocks of unequal size
-    data = images(kind)
+    data = images(kind, pixels)
     model = LinearModel.zeros(kind, 30, data.n_classes)
     rng = np.random.default_rng(1)
     model.weights[:] = rng.normal(size=model.weights.shape)
@@ -38,6 +44,7 @@ def test_scores_and_gradient_equal_the_naive_products(kind, threads, monkeypatch
     model.bias[:] = rng.normal(size=model.bias.shape)
     with FusedPasses(kind, data.x, data.t, threads=threads) as passes:
         assert list(passes.keep) == [c for c in range(30) if c not in DARK]
+        assert (passes.x["train"].dtype == np.uint8) is pixels
         for split in ("train", "val", "test"):
             x, t = data.x[split], data.t[split]
             got = passes.scores(model, split, gradient=True)
@@ -49,11 +56,12 @@ def test_scores_and_gradient_equal_the_naive_products(kind, threads, monkeypatch
             np.testing.assert_allclose(got.grad_b, grad_b, atol=1e-6)
 
 
+@pytest.mark.parametrize("pixels", [True, False])
 @pytest.mark.parametrize("kind", ["logistic", "softmax"])
-def test_full_batch_training_equals_naive_descent(kind):
+def test_full_batch_training_equals_naive_descent(kind, pixels):
     """50 full-batch steps with a penalty: the trainer's weights against plain
     W -= lr (X^T dz / n + l2 W) on all columns, to float32 rounding."""
-    data = images(kind)
+    data = images(kind, pixels)
     lr, l2, steps = 0.5, 0.01, 50
     model = LinearModel.zeros(kind, 30, data.n_classes)
     schedule = Schedule(lr, None, 0.0, steps, patience=10**6)
