@@ -83,6 +83,10 @@ def resolve_target(uri: str | None) -> Target:
         return Target(str(uri), "tracking.uri")
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return Target(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
+    return default_target()
+
+
+def default_target() -> Target:
     db = project_root() / "mlruns" / "mlflow.db"
     return Target(f"sqlite:///{db}", "the default store, tracking.uri unset")
 
@@ -97,6 +101,9 @@ def quiet_mlflow_logs() -> None:
     # and each logged model's steps (uv.lock found and copied, example validated)
     for name in ("mlflow.utils.uv_utils", "mlflow.pyfunc", "mlflow.models.model"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # and each download of a run's artifacts, even of none
+    logging.getLogger("mlflow.store.artifact.artifact_repo").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def prepare_target(target: Target) -> None:

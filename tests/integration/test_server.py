@@ -287,3 +287,93 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
         "weights_grid.png",
         "weights",
     }
+
+
+def test_the_sqlite_store_moves_to_the_server_whole(app, server, monkeypatch):
+    """`python -m mnist_regression.migrate` copies a sweep from the embedded store
+    to the server: both sides hold the same runs, parameters, tags, metric
+    histories, dataset inputs, artifacts, logged models and registered versions;
+    a second run of the command copies nothing twice."""
+    from mlflow.tracking import MlflowClient
+
+    app.launch("-m", "model.l2=0,0.01", "optimizer.max_epochs=3")
+    source = app.client
+    experiment = source.get_experiment_by_name("mnist-regression").experiment_id
+    # as the pipeline registers its champions
+    best = next(r for r in source.search_runs([experiment]) if r.inputs.dataset_inputs)
+    source.create_registered_model("m")
+    version = source.create_model_version(
+        "m", f"runs:/{best.info.run_id}/model", run_id=best.info.run_id
+    )
+    source.set_registered_model_alias("m", "champion", version.version)
+
+    def migrate() -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "mnist_regression.migrate"]
+            + ["--from", app.uri, "--to", server],
+            env=as_alice(),
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "3 runs copied" in migrate()
+    assert "0 runs copied" in migrate() and "3 runs were already there" in migrate()
+
+    target = client_as(server, "alice", monkeypatch)
+    moved = target.get_experiment_by_name("mnist-regression").experiment_id
+
+    def described(client: MlflowClient, experiment_id: str) -> dict:
+        """Everything a run holds, keyed by run name; ids mapped to run names."""
+        runs = client.search_runs([experiment_id])
+        names = {r.info.run_id: r.info.run_name for r in runs}
+        found = {}
+        for run in runs:
+            tags = {
+                k: names.get(v, v)
+                for k, v in run.data.tags.items()
+                if k != "migrated_from"
+            }
+            histories = {
+                key: [
+                    (m.step, m.timestamp, m.value)
+                    for m in client.get_metric_history(run.info.run_id, key)
+                ]
+                for key in run.data.metrics
+            }
+            artifacts = sorted(
+                f.path
+                for top in client.list_artifacts(run.info.run_id)
+                for f in (
+                    [top]
+                    if not top.is_dir
+                    else client.list_artifacts(run.info.run_id, top.path)
+                )
+            )
+            models = client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+            )
+            found[run.info.run_name] = {
+                "status": run.info.status,
+                "times": (run.info.start_time, run.info.end_time),
+                "params": run.data.params,
+                "tags": tags,
+                "histories": histories,
+                "datasets": [d.dataset.digest for d in run.inputs.dataset_inputs],
+                "artifacts": artifacts,
+                "models": [(m.name, str(m.status)) for m in models],
+                "outputs": len(run.outputs.model_outputs) if run.outputs else 0,
+            }
+        return found
+
+    before, after = described(source, experiment), described(target, moved)
+    assert set(after) == set(before)
+    for name, run in before.items():
+        for what, value in run.items():
+            assert after[name][what] == value, (name, what)
+    assert sum(len(h) for r in after.values() for h in r["histories"].values()) > 50
+    (registered,) = target.search_registered_models("name = 'm'")
+    assert set(registered.aliases) == {"champion"}
+    copy = target.get_model_version_by_alias("m", "champion")
+    assert target.get_run(copy.run_id).info.run_name == best.info.run_name

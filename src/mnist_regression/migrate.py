@@ -1,0 +1,268 @@
+"""Copy the runs of one tracking store into another, with MLflow's own client:
+``python -m mnist_regression.migrate --to TARGET [--from SOURCE]``.
+
+The move from the embedded SQLite store to a team's server: every run of the
+experiment keeps its name, times, status, parameters, tags, the whole history of
+every metric (step, timestamp, value), its dataset inputs, its artifacts and its
+logged models (MLflow 3 models, with their artifacts, linked to the run as its
+outputs); a sweep's jobs stay children of its parent run; registered models get
+versions that point at the copied models, with their aliases. Each copied run
+and model carries the tag ``migrated_from`` (source URI and id), which makes the
+command safe to repeat: what is already there is skipped.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .store import Target, default_target, describe_failure, prepare_target
+
+MIGRATED_FROM = "migrated_from"
+PARENT = "mlflow.parentRunId"
+BATCH = 1000  # values per log_batch call, MLflow's limit
+PARAMS_BATCH = 100
+
+
+@dataclass
+class Copied:
+    runs: int = 0
+    skipped: int = 0
+    metric_values: int = 0
+    artifacts: int = 0
+    models: int = 0
+    versions: int = 0
+    run_ids: dict[str, str] = field(default_factory=dict)  # source id -> target id
+    model_ids: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.runs} runs copied ({self.metric_values} metric values, "
+            f"{self.artifacts} artifact files, {self.models} logged models, "
+            f"{self.versions} registered model versions); {self.skipped} runs were "
+            "already there"
+        )
+
+
+def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
+    from mlflow.tracking import MlflowClient
+
+    from .tracking import EXPERIMENT_TAGS
+
+    source, target = MlflowClient(source_uri), MlflowClient(target_uri)
+    found = source.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"no experiment {experiment!r} in {source_uri}")
+    there = target.get_experiment_by_name(experiment)
+    if there is None:
+        tags = {**EXPERIMENT_TAGS, **found.tags}
+        target_experiment = target.create_experiment(experiment, tags=tags)
+    else:
+        target_experiment = there.experiment_id
+    copied = Copied()
+    for run in target.search_runs([target_experiment], max_results=50_000):
+        origin = run.data.tags.get(MIGRATED_FROM, "")
+        if origin.startswith(f"{source_uri}#"):
+            copied.run_ids[origin.split("#", 1)[1]] = run.info.run_id
+    runs = source.search_runs(
+        [found.experiment_id], max_results=50_000, order_by=["attributes.start_time"]
+    )
+    # parents before their children, whatever their start times
+    runs.sort(key=lambda run: PARENT in run.data.tags)
+    fresh = []
+    for run in tqdm(runs, unit="run", desc="runs", disable=None):
+        if run.info.run_id in copied.run_ids:
+            copied.skipped += 1
+            continue
+        copied.run_ids[run.info.run_id] = _copy_run(
+            source, target, source_uri, run, target_experiment, copied
+        )
+        copied.runs += 1
+        fresh.append(run)
+    for run in fresh:  # tags naming other runs (a sweep's best_run_id) follow them
+        for key, value in run.data.tags.items():
+            if key != PARENT and value in copied.run_ids:
+                target.set_tag(
+                    copied.run_ids[run.info.run_id], key, copied.run_ids[value]
+                )
+    _copy_models(source, target, source_uri, found.experiment_id, copied)
+    _copy_registry(source, target, copied)
+    return copied
+
+
+def _copy_run(source, target, source_uri, run, experiment_id, copied) -> str:
+    from mlflow.entities import Param, RunTag
+
+    tags = dict(run.data.tags)
+    if PARENT in tags:
+        tags[PARENT] = copied.run_ids[tags[PARENT]]
+    new = target.create_run(
+        experiment_id,
+        start_time=run.info.start_time,
+        tags=tags,
+        run_name=run.info.run_name,
+    ).info.run_id
+    params = [Param(k, v) for k, v in run.data.params.items()]
+    for i in range(0, len(params), PARAMS_BATCH):
+        target.log_batch(new, params=params[i : i + PARAMS_BATCH])
+    values = [
+        point
+        for key in run.data.metrics
+        for point in source.get_metric_history(run.info.run_id, key)
+    ]
+    for i in range(0, len(values), BATCH):
+        target.log_batch(new, metrics=values[i : i + BATCH])
+    copied.metric_values += len(values)
+    if run.inputs and run.inputs.dataset_inputs:
+        target.log_inputs(new, datasets=list(run.inputs.dataset_inputs))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(source.download_artifacts(run.info.run_id, "", tmp))
+        files = [p for p in local.rglob("*") if p.is_file()]
+        if files:
+            target.log_artifacts(new, str(local))
+            copied.artifacts += len(files)
+    # last: a run cut short by an error is copied again by the next attempt
+    origin = f"{source_uri}#{run.info.run_id}"
+    target.log_batch(new, tags=[RunTag(MIGRATED_FROM, origin)])
+    target.set_terminated(new, run.info.status, run.info.end_time)
+    return new
+
+
+def _copy_models(source, target, source_uri, experiment_id, copied) -> None:
+    import mlflow
+    from mlflow.entities import LoggedModelOutput
+
+    done = {}
+    experiment = target.get_experiment_by_name(
+        source.get_experiment(experiment_id).name
+    )
+    for model in target.search_logged_models([experiment.experiment_id]):
+        origin = model.tags.get(MIGRATED_FROM, "")
+        if origin.startswith(f"{source_uri}#"):
+            done[origin.split("#", 1)[1]] = model.model_id
+    copied.model_ids.update(done)
+    page_token = None
+    while True:
+        page = source.search_logged_models([experiment_id], page_token=page_token)
+        for model in page:
+            if model.model_id in done or model.source_run_id not in copied.run_ids:
+                continue
+            run_id = copied.run_ids[model.source_run_id]
+            new = target.create_logged_model(
+                experiment.experiment_id,
+                name=model.name,
+                source_run_id=run_id,
+                tags={
+                    **model.tags,
+                    MIGRATED_FROM: f"{source_uri}#{model.model_id}",
+                },
+                params=model.params,
+                model_type=model.model_type,
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=model.artifact_location,
+                    dst_path=tmp,
+                    tracking_uri=source.tracking_uri,
+                )
+                target.log_model_artifacts(new.model_id, local)
+            target.finalize_logged_model(new.model_id, model.status)
+            target.log_outputs(run_id, [LoggedModelOutput(new.model_id, 0)])
+            copied.model_ids[model.model_id] = new.model_id
+            copied.models += 1
+        page_token = page.token
+        if not page_token:
+            break
+
+
+def _copy_registry(source, target, copied) -> None:
+    """Registered models whose versions come from copied models or runs."""
+    for registered in source.search_registered_models():
+        versions = [
+            v
+            for v in source.search_model_versions(f"name = '{registered.name}'")
+            if v.run_id in copied.run_ids
+        ]
+        if not versions:
+            continue
+        if not target.search_registered_models(f"name = '{registered.name}'"):
+            target.create_registered_model(
+                registered.name, registered.tags, registered.description
+            )
+        existing = {
+            v.tags.get(MIGRATED_FROM)
+            for v in target.search_model_versions(f"name = '{registered.name}'")
+        }
+        new_versions = {}
+        for version in sorted(versions, key=lambda v: int(v.version)):
+            origin = f"{registered.name}/{version.version}"
+            if origin in existing:
+                continue
+            model_id = copied.model_ids.get(getattr(version, "model_id", None) or "")
+            source_uri = (
+                f"models:/{model_id}"
+                if model_id
+                else f"runs:/{copied.run_ids[version.run_id]}/model"
+            )
+            made = target.create_model_version(
+                registered.name,
+                source_uri,
+                run_id=copied.run_ids[version.run_id],
+                tags={**version.tags, MIGRATED_FROM: origin},
+                description=version.description,
+                model_id=model_id,
+            )
+            new_versions[version.version] = made.version
+            copied.versions += 1
+        for alias, version in (registered.aliases or {}).items():
+            if version in new_versions:
+                target.set_registered_model_alias(
+                    registered.name, alias, new_versions[version]
+                )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from .cli import main_guard
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_regression.migrate",
+        description="Copy an experiment's runs, metric histories, artifacts, logged "
+        "and registered models from one tracking store to another (e.g. from the "
+        "project's SQLite store to a team's server); safe to repeat.",
+    )
+    parser.add_argument("--to", required=True, help="the target's tracking URI")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        help="the source's tracking URI (default: the project's SQLite store)",
+    )
+    parser.add_argument("--experiment", default="mnist-regression")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        source = Target(args.source, "--from") if args.source else default_target()
+        target = Target(args.to, "--to")
+        prepare_target(source)
+        prepare_target(target)
+        print(f"copying {args.experiment!r} from {source.uri} to {target.uri}")
+        try:
+            copied = migrate(source.uri, target.uri, args.experiment)
+        except LookupError as err:
+            raise source.fail(str(err), "name it with --experiment") from None
+        except Exception as err:
+            raise target.fail(
+                f"copying stopped ({describe_failure(err)})",
+                "run the same command again: runs already copied are skipped",
+            ) from None
+        print(copied)
+
+    main_guard(run)
+
+
+if __name__ == "__main__":
+    main()
