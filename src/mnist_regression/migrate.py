@@ -131,51 +131,53 @@ def _copy_run(source, target, source_uri, run, experiment_id, copied) -> str:
     return new
 
 
+def _logged_models(client, experiment_id: str):
+    """Every logged model of the experiment, page after page."""
+    page_token = None
+    while True:
+        page = client.search_logged_models([experiment_id], page_token=page_token)
+        yield from page
+        page_token = page.token
+        if not page_token:
+            return
+
+
 def _copy_models(source, target, source_uri, experiment_id, copied) -> None:
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
-    done = {}
     experiment = target.get_experiment_by_name(
         source.get_experiment(experiment_id).name
     )
-    for model in target.search_logged_models([experiment.experiment_id]):
+    for model in _logged_models(target, experiment.experiment_id):
         origin = model.tags.get(MIGRATED_FROM, "")
         if origin.startswith(f"{source_uri}#"):
-            done[origin.split("#", 1)[1]] = model.model_id
-    copied.model_ids.update(done)
-    page_token = None
-    while True:
-        page = source.search_logged_models([experiment_id], page_token=page_token)
-        for model in page:
-            if model.model_id in done or model.source_run_id not in copied.run_ids:
-                continue
-            run_id = copied.run_ids[model.source_run_id]
-            new = target.create_logged_model(
-                experiment.experiment_id,
-                name=model.name,
-                source_run_id=run_id,
-                tags={
-                    **model.tags,
-                    MIGRATED_FROM: f"{source_uri}#{model.model_id}",
-                },
-                params=model.params,
-                model_type=model.model_type,
+            copied.model_ids[origin.split("#", 1)[1]] = model.model_id
+    for model in list(_logged_models(source, experiment_id)):
+        if model.model_id in copied.model_ids:
+            continue
+        if model.source_run_id not in copied.run_ids:
+            continue
+        run_id = copied.run_ids[model.source_run_id]
+        new = target.create_logged_model(
+            experiment.experiment_id,
+            name=model.name,
+            source_run_id=run_id,
+            tags={**model.tags, MIGRATED_FROM: f"{source_uri}#{model.model_id}"},
+            params=model.params,
+            model_type=model.model_type,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model.artifact_location,
+                dst_path=tmp,
+                tracking_uri=source.tracking_uri,
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=model.artifact_location,
-                    dst_path=tmp,
-                    tracking_uri=source.tracking_uri,
-                )
-                target.log_model_artifacts(new.model_id, local)
-            target.finalize_logged_model(new.model_id, model.status)
-            target.log_outputs(run_id, [LoggedModelOutput(new.model_id, 0)])
-            copied.model_ids[model.model_id] = new.model_id
-            copied.models += 1
-        page_token = page.token
-        if not page_token:
-            break
+            target.log_model_artifacts(new.model_id, local)
+        target.finalize_logged_model(new.model_id, model.status)
+        target.log_outputs(run_id, [LoggedModelOutput(new.model_id, 0)])
+        copied.model_ids[model.model_id] = new.model_id
+        copied.models += 1
 
 
 def _copy_registry(source, target, copied) -> None:
