@@ -111,3 +111,27 @@ def test_an_unreachable_endpoint_is_one_clear_error(repo_copy, tmp_path):
     (error,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert "Could not connect to the endpoint URL" in error
     assert url in error, error
+
+
+def test_wrong_credentials_are_one_clear_error(repo_copy, s3):
+    """With the store checking keys (moto's IAM), keys it does not know are
+    refused in one line that says so."""
+    from moto.core.authorization import enable_iam_authentication
+
+    repo = repo_copy
+    (repo / "note.txt").write_text("a file to push\n")
+    run(["dvc", "add", "note.txt"], repo)
+    add_remote(repo, s3)  # keys of no user the store knows
+    with enable_iam_authentication():
+        result = subprocess.run(
+            [str(BIN / "dvc"), "push"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "AWS_MAX_ATTEMPTS": "1"},
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert "Forbidden" in error and "(403)" in error, error
