@@ -194,7 +194,7 @@ def readme_summary(results: dict) -> list[str]:
     for _, goal, _, shown, met in goals(results):
         lines.append(f"- {goal}: {shown}, {'met' if met else 'missed'}.")
     pipeline = results.get("pipeline")
-    if pipeline and "arithmetic_s" in pipeline:
+    if pipeline and pipeline.get("arithmetic_s"):
         lines.append(
             f"- The whole study after `prepare` (`dvc repro --force`, stage by "
             f"stage): {pipeline['after_prepare_s']:.0f} s of wall time, of which "
@@ -310,7 +310,7 @@ def write_report(results: dict, out: Path) -> None:
             "",
             "What was found, what was changed and what was tried: "
             "[benchmarks/README.md](../benchmarks/README.md#where-the-time-goes-and-"
-            "what-was-changed). In the tree, `[self]` of `_train` is the gather of "
+            "what-was-changed). In the tree, `[self]` of `_descend` is the gather of "
             "each shuffled batch (`x[idx]`), `[self]` of `logits` the forward "
             "product, and `[self]` of `gradients` the backward product.",
             "",

@@ -16,6 +16,8 @@ cannot break that ending.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -217,14 +219,12 @@ class MlflowRun(NullRun):
 
     def log_model(self, model, example) -> None:
         """The run's MLflow Model (``serving``); its weights are in the outputs too."""
-        import mlflow
 
         from . import serving
 
         def write() -> None:
-            mlflow.set_tracking_uri(self.target.uri)
-            mlflow.set_experiment(experiment_id=self.experiment_id)  # the model's home
-            serving.log_model(self.run_id, model, example)
+            with fluent_target(self.target.uri, self.experiment_id):
+                serving.log_model(self.run_id, model, example)
 
         if not self._try(write, 0.0):
             self._warn()
@@ -292,6 +292,31 @@ class MlflowRun(NullRun):
         if self._artifacts is not None:
             shutil.rmtree(self._artifacts, ignore_errors=True)
             self._artifacts = None
+
+
+@contextlib.contextmanager
+def fluent_target(uri: str, experiment_id: str):
+    """MLflow's fluent API pointed at ``uri`` and the experiment (a logged model's
+    home) for the duration, then put back as it was: ``mlflow.set_tracking_uri``
+    and ``set_experiment`` also set MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID
+    in the environment, which later runs and child processes would inherit."""
+    import mlflow
+
+    saved = {
+        k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    }
+    previous = mlflow.get_tracking_uri() if saved["MLFLOW_TRACKING_URI"] else None
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 EXPERIMENT_TAGS = {
