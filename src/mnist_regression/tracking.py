@@ -137,7 +137,16 @@ class MlflowRun(NullRun):
 
         data = Dataset(**self.dataset)
         context = InputTag("mlflow.data.context", "training")
-        self.client.log_inputs(self.run_id, [DatasetInput(data, [context])])
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, [DatasetInput(data, [context])])
+                return
+            except Exception as err:
+                # Parallel jobs on the same data both find the dataset missing and
+                # both insert it; the one that loses finds it there next time.
+                if attempt == 2 or "UNIQUE constraint" not in str(err):
+                    raise
+                time.sleep(0.1)
 
     # --- writing, with retries --------------------------------------------------
 
