@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .run_figures import WEIGHT_COLORS, weight_images  # noqa: E402, F401
+from .run_figures import WEIGHT_COLORS  # noqa: E402
 from .training import SPLITS, History  # noqa: E402
 
 LOSS_LABEL = "mean cross-entropy (nats)"

@@ -26,6 +26,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .losses import LOSSES
+from .models import finite_logits
 
 BLOCK_ROWS = 1024  # 1,024 x 692 float32 rows: 2.8 MB, one core's share of L2/L3
 _controller = None
@@ -136,10 +137,7 @@ class FusedPasses:
                 if xb.dtype == np.uint8:
                     buffer[: len(xb)] = xb
                     xb, w = buffer[: len(xb)], per_byte
-                with np.errstate(over="raise", invalid="raise"):
-                    z = xb @ w + model.bias
-                if not np.isfinite(z).all():
-                    raise FloatingPointError("non-finite logits: the weights diverged")
+                z = finite_logits(xb, w, model.bias)
                 total = sums[split]
                 total[0] += self.loss.loss(z, tb) * len(tb)
                 total[1] += int(np.count_nonzero(self.loss.predict(z) == tb))

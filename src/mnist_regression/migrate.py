@@ -88,7 +88,9 @@ def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
                 target.set_tag(
                     copied.run_ids[run.info.run_id], key, copied.run_ids[value]
                 )
-    _copy_models(source, target, source_uri, found.experiment_id, copied)
+    _copy_models(
+        source, target, source_uri, found.experiment_id, target_experiment, copied
+    )
     _copy_registry(source, target, copied)
     return copied
 
@@ -142,14 +144,13 @@ def _logged_models(client, experiment_id: str):
             return
 
 
-def _copy_models(source, target, source_uri, experiment_id, copied) -> None:
+def _copy_models(
+    source, target, source_uri, experiment_id, target_experiment, copied
+) -> None:
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
-    experiment = target.get_experiment_by_name(
-        source.get_experiment(experiment_id).name
-    )
-    for model in _logged_models(target, experiment.experiment_id):
+    for model in _logged_models(target, target_experiment):
         origin = model.tags.get(MIGRATED_FROM, "")
         if origin.startswith(f"{source_uri}#"):
             copied.model_ids[origin.split("#", 1)[1]] = model.model_id
@@ -160,7 +161,7 @@ def _copy_models(source, target, source_uri, experiment_id, copied) -> None:
             continue
         run_id = copied.run_ids[model.source_run_id]
         new = target.create_logged_model(
-            experiment.experiment_id,
+            target_experiment,
             name=model.name,
             source_run_id=run_id,
             tags={**model.tags, MIGRATED_FROM: f"{source_uri}#{model.model_id}"},

@@ -21,6 +21,16 @@ from .losses import LOSSES
 KINDS = tuple(LOSSES)
 
 
+def finite_logits(x: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``x @ weights + bias``; raises FloatingPointError if a score overflowed:
+    the weights have diverged."""
+    with np.errstate(over="raise", invalid="raise"):
+        z = x @ weights + bias
+    if not np.isfinite(z).all():
+        raise FloatingPointError("non-finite logits: the weights have diverged")
+    return z
+
+
 @dataclass
 class LinearModel:
     kind: str
@@ -43,15 +53,8 @@ class LinearModel:
         return LinearModel(self.kind, self.weights.copy(), self.bias.copy())
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """(n, k) scores.
-
-        Raises FloatingPointError if a score overflowed: the weights have diverged.
-        """
-        with np.errstate(over="raise", invalid="raise"):
-            z = x @ self.weights + self.bias
-        if not np.isfinite(z).all():
-            raise FloatingPointError("non-finite logits: the weights have diverged")
-        return z
+        """(n, k) scores (see ``finite_logits``)."""
+        return finite_logits(x, self.weights, self.bias)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.loss.predict(self.logits(x))
@@ -103,11 +106,23 @@ class LinearModel:
         dz = self.loss.gradient(z, t)
         grad_w = x.T @ dz
         grad_b = dz.sum(axis=0)
+        self.add_penalty(grad_w, grad_b, l2, l2_bias)
+        return grad_w, grad_b
+
+    def add_penalty(
+        self,
+        grad_w: np.ndarray,
+        grad_b: np.ndarray,
+        l2: float,
+        l2_bias: bool = False,
+        rows=slice(None),
+    ) -> None:
+        """Add the penalty's gradient, l2 W [and l2 b], to a data gradient in
+        place; ``grad_w`` covers the ``rows`` of W."""
         if l2:
-            grad_w += l2 * self.weights
+            grad_w += l2 * self.weights[rows]
             if l2_bias:
                 grad_b += l2 * self.bias
-        return grad_w, grad_b
 
     def weight_norm(self) -> float:
         """Euclidean length of W (the bias excluded)."""

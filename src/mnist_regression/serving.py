@@ -12,7 +12,6 @@ latest training stages and points the alias ``champion`` at it.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,7 +37,6 @@ def log_model(run_id: str, model: LinearModel, example: np.ndarray) -> None:
 
     example = np.asarray(example, dtype=np.float32)
     signature = infer_signature(example, model.predict(example))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # MLflow asks for type hints that it cannot use for a NumPy array input
         warnings.filterwarnings("ignore", ".*Add type hints", UserWarning)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .drawing import LOSS_LABEL, draw_curves, draw_weights, plt, weight_images
+from .drawing import LOSS_LABEL, draw_curves, draw_weights, plt
 from .models import LinearModel, curvature_at_zero
 from .results import Job
+from .run_figures import weight_images
 
 
 def _lambda_axis(ax, values) -> None:

@@ -197,10 +197,7 @@ def _descend(
     def descend(grad_w: np.ndarray, grad_b: np.ndarray, rows=slice(None)) -> None:
         nonlocal step
         rate = schedule.rate(step)
-        if l2:
-            grad_w += l2 * model.weights[rows]
-            if l2_bias:
-                grad_b += l2 * model.bias
+        model.add_penalty(grad_w, grad_b, l2, l2_bias, rows)
         grad_w *= rate
         grad_b *= rate
         model.weights[rows] -= grad_w

@@ -7,6 +7,7 @@ any S3-compatible store (`dvc remote add`, `endpointurl`), with the keys in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -90,39 +91,15 @@ def test_push_then_pull_into_a_fresh_clone(repo_copy, npm_raw_dir, s3, tmp_path)
     assert run(["git", "status", "--porcelain"], clone).stdout == ""
 
 
-def test_an_unreachable_endpoint_is_one_clear_error(repo_copy, tmp_path):
-    repo = repo_copy
+def push_error(repo: Path, url: str, checking=contextlib.nullcontext) -> str:
+    """`dvc push` of a small file to the remote at ``url`` (with ``checking``
+    around it), expected to fail: its one ERROR line, with no traceback."""
     (repo / "note.txt").write_text("a file to push\n")
     run(["dvc", "add", "note.txt"], repo)
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     add_remote(repo, url)
     # botocore and s3fs retry a refused connection for minutes by default; the
     # README's AWS_MAX_ATTEMPTS=1 makes it one attempt
-    result = subprocess.run(
-        [str(BIN / "dvc"), "push"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "AWS_MAX_ATTEMPTS": "1"},
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    (error,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
-    assert "Could not connect to the endpoint URL" in error
-    assert url in error, error
-
-
-def test_wrong_credentials_are_one_clear_error(repo_copy, s3):
-    """With the store checking keys (moto's IAM), keys it does not know are
-    refused in one line that says so."""
-    from moto.core.authorization import enable_iam_authentication
-
-    repo = repo_copy
-    (repo / "note.txt").write_text("a file to push\n")
-    run(["dvc", "add", "note.txt"], repo)
-    add_remote(repo, s3)  # keys of no user the store knows
-    with enable_iam_authentication():
+    with checking():
         result = subprocess.run(
             [str(BIN / "dvc"), "push"],
             cwd=repo,
@@ -134,4 +111,20 @@ def test_wrong_credentials_are_one_clear_error(repo_copy, s3):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     (error,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    return error
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(repo_copy):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    error = push_error(repo_copy, url)
+    assert "Could not connect to the endpoint URL" in error
+    assert url in error, error
+
+
+def test_wrong_credentials_are_one_clear_error(repo_copy, s3):
+    """With the store checking keys (moto's IAM), keys it does not know (those of
+    ``add_remote``) are refused in one line that says so."""
+    from moto.core.authorization import enable_iam_authentication
+
+    error = push_error(repo_copy, s3, enable_iam_authentication)
     assert "Forbidden" in error and "(403)" in error, error
