@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnist_regression.drawing import plt, save
+from mnist_regression.drawing import save, subplots
 from mnist_regression.io import atomic_write, save_json
 
 PARTS = [
@@ -27,7 +27,7 @@ NAMES = {
 
 
 def plot_race(race: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, len(race), figsize=(6 * len(race), 4.5), squeeze=False)
+    fig, axes = subplots(1, len(race), figsize=(6 * len(race), 4.5), squeeze=False)
     for ax, (kind, entry) in zip(axes[0], race.items(), strict=True):
         for name, label in NAMES.items():
             if not entry.get(name):

@@ -1,21 +1,25 @@
-"""What every figure shares: matplotlib's Agg backend (figures render without a
-screen), the weights as images drawn one way, loss and accuracy curves, saving."""
+"""What every figure shares: figures made without pyplot (no figure manager or
+screen, nothing to close, a tenth of a second less to import), the weights as
+images drawn one way, loss and accuracy curves, saving."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .run_figures import WEIGHT_COLORS  # noqa: E402
-from .training import SPLITS, History  # noqa: E402
+from .run_figures import WEIGHT_COLORS
+from .training import SPLITS, History
 
 LOSS_LABEL = "mean cross-entropy (nats)"
 SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """``pyplot.subplots`` for a figure that is only saved: (figure, axes)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def draw_weights(ax, image: np.ndarray, limit: float | None = None):
@@ -51,4 +55,3 @@ def draw_curves(ax_loss, ax_acc, history: History) -> None:
 def save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)

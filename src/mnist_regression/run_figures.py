@@ -101,9 +101,9 @@ def save_weight_pngs(
 
 
 def curves_figure(history: History, title: str):
-    from .drawing import draw_curves, plt
+    from .drawing import draw_curves, subplots
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
     draw_curves(ax_loss, ax_acc, history)
     ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
     fig.suptitle(title)
@@ -113,9 +113,9 @@ def curves_figure(history: History, title: str):
 
 def sweep_figure(labelled: list[tuple[str, History]], title: str):
     """Validation loss and accuracy per epoch of each job of a sweep."""
-    from .drawing import LOSS_LABEL, plt
+    from .drawing import LOSS_LABEL, subplots
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4.2))
     for label, history in labelled:
         (line,) = ax_loss.plot(history.epoch, history.metrics["val_loss"], label=label)
         accuracy = 100 * np.asarray(history.metrics["val_accuracy"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import colormaps
 
-from .drawing import LOSS_LABEL, draw_curves, draw_weights, plt
+from .drawing import LOSS_LABEL, draw_curves, draw_weights, subplots
 from .models import LinearModel, curvature_at_zero
 from .results import Job
 from .run_figures import weight_images
@@ -18,7 +19,7 @@ def _lambda_axis(ax, values) -> None:
 
 
 def _per_job_curves(ax, jobs: list[Job], metric: str, key: str, name: str) -> None:
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(jobs)))
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(jobs)))
     for job, color in zip(jobs, colors, strict=True):
         values = np.asarray(job.history.metrics[metric])
         if metric.endswith("accuracy"):
@@ -32,7 +33,7 @@ def _per_job_curves(ax, jobs: list[Job], metric: str, key: str, name: str) -> No
 
 
 def learning_rates(jobs: list[Job]):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     _per_job_curves(ax, jobs, "val_loss", "optimizer.lr", "lr")
     ax.set_yscale("log")
     ax.set_ylabel(f"validation {LOSS_LABEL}, log scale")
@@ -41,7 +42,7 @@ def learning_rates(jobs: list[Job]):
 
 
 def annealing(jobs: list[Job]):
-    fig, axes = plt.subplots(len(jobs), 2, figsize=(11, 3.6 * len(jobs)), squeeze=False)
+    fig, axes = subplots(len(jobs), 2, figsize=(11, 3.6 * len(jobs)), squeeze=False)
     for row, job in zip(axes, jobs, strict=True):
         k = job.param("optimizer.anneal_k")
         schedule = "constant rate" if k == 0 else f"lr / (1 + {k:g} t)"
@@ -66,7 +67,7 @@ def _zoom_accuracy(ax, jobs: list[Job], *metrics: str) -> None:
 
 
 def l2_accuracy(jobs: list[Job], title: str):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     _per_job_curves(ax, jobs, "val_accuracy", "model.l2", "lambda")
     _zoom_accuracy(ax, jobs, "val_accuracy")
     ax.set_ylabel("validation accuracy (%), from epoch 1")
@@ -75,7 +76,7 @@ def l2_accuracy(jobs: list[Job], title: str):
 
 
 def l2_weight_norm(jobs: list[Job], title: str):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = subplots(1, 2, figsize=(12, 4.5))
     lambdas = [job.param("model.l2") for job in jobs]
     norms = [job.model.weight_norm() for job in jobs]
     left.plot(lambdas, norms, "o-")
@@ -92,7 +93,7 @@ def l2_weight_norm(jobs: list[Job], title: str):
 
 
 def l2_weight_images(jobs: list[Job], title: str):
-    fig, axes = plt.subplots(1, len(jobs), figsize=(2.6 * len(jobs), 3), squeeze=False)
+    fig, axes = subplots(1, len(jobs), figsize=(2.6 * len(jobs), 3), squeeze=False)
     for ax, job in zip(axes[0], jobs, strict=True):
         draw_weights(ax, weight_images(job.model)[0])
         ax.set_title(f"lambda = {job.param('model.l2'):g}")
@@ -102,7 +103,7 @@ def l2_weight_images(jobs: list[Job], title: str):
 
 
 def softmax_l2(jobs: list[Job]):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = subplots(1, 2, figsize=(12, 4.5))
     _per_job_curves(left, jobs, "val_accuracy", "model.l2", "lambda")
     _zoom_accuracy(left, jobs, "val_accuracy")
     left.set_ylabel("validation accuracy (%), from epoch 1")
@@ -127,7 +128,7 @@ def softmax_l2(jobs: list[Job]):
 def digits_and_weights(x: np.ndarray, t: np.ndarray, job: Job):
     weights = weight_images(job.model)
     side = weights.shape[1]
-    fig, axes = plt.subplots(2, 10, figsize=(15, 3.6))
+    fig, axes = subplots(2, 10, figsize=(15, 3.6))
     for digit in range(10):
         mean = x[t == digit].mean(axis=0).reshape(side, side)
         axes[0, digit].imshow(mean, cmap="gray_r")
@@ -145,7 +146,7 @@ def digits_and_weights(x: np.ndarray, t: np.ndarray, job: Job):
 def confusion(t: np.ndarray, predicted: np.ndarray):
     matrix = np.zeros((10, 10), int)
     np.add.at(matrix, (t, predicted), 1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = subplots(figsize=(6.5, 5.5))
     shown = ax.imshow(matrix / matrix.sum(axis=1, keepdims=True) * 100, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(
@@ -176,9 +177,7 @@ def worst_misclassified(x, t, log_probs, count: int = 24):
     side = int(np.sqrt(x.shape[1]))
     cols = 8
     rows = max(1, -(-len(order) // cols))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(1.7 * cols, 2.0 * rows), squeeze=False
-    )
+    fig, axes = subplots(rows, cols, figsize=(1.7 * cols, 2.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, k in zip(axes.flat, order, strict=False):
@@ -221,9 +220,9 @@ def stability(tasks: dict[str, tuple]) -> tuple[object, dict]:
     for each task (name -> x, t, kind, classes); returns the figure and, per task,
     the limit and, at each rate, how far the loss swings over the last 20 steps
     (max / min - 1): 0 where it settled, more where it oscillates."""
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2))
+    fig, axes = subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2))
     summary = {}
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(STABILITY_FACTORS)))
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(STABILITY_FACTORS)))
     for ax, (name, (x, t, kind, k)) in zip(
         np.atleast_1d(axes), tasks.items(), strict=True
     ):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from matplotlib import pyplot as plt
 
 from mnist_regression import seed_study
 from mnist_regression.seed_study import over_seeds, wilson, within_noise
@@ -64,7 +63,6 @@ def test_the_mistakes_figure_shows_the_most_confident_first():
     x = rng.random((n, 784))
     fig = worst_misclassified(x, t, log_probs, count=12)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    plt.close(fig)
     assert len(titles) == 12
     shown = [float(title.split("\n")[1].split("%")[0]) for title in titles]
     assert shown == sorted(shown, reverse=True)
