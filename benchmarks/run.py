@@ -23,18 +23,15 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from mnist_regression.config import load_params, train_config
+from mnist_regression.config import AUTO_RATE, load_params, train_config
 from mnist_regression.fused import FusedPasses
-from mnist_regression.models import LinearModel
+from mnist_regression.models import LinearModel, stable_rate
 from mnist_regression.training import Dataset, Schedule, train
 
 from . import trainers
 from .report import PARTS, update_readme, write_report
 
 TARGETS = {"softmax": 0.915, "logistic": 0.975}
-# A rate above the default's stability margin: it wins the race, and
-# ``rate_tradeoff`` measures what it costs the study's lambda sweeps.
-FAST_LR = 0.5
 # The batch size whose epoch misses its goal against the bare products.
 PROFILE_BATCH = 512
 
@@ -78,9 +75,10 @@ def race(cfg, repeats: int) -> dict:
         entry: dict = {"target": target, "schedule": dict(cfg.optimizer)}
         traces = [trainers.ours(data, kind, schedule, seed) for seed in range(repeats)]
         entry["ours"] = timings(traces, target)
-        fast = Schedule(**{**cfg.optimizer, "lr": FAST_LR})
-        traces = [trainers.ours(data, kind, fast, seed) for seed in range(repeats)]
-        entry["ours_fast"] = {**timings(traces, target), "lr": FAST_LR}
+        auto = Schedule(**{**cfg.optimizer, "lr": AUTO_RATE})
+        traces = [trainers.ours(data, kind, auto, seed) for seed in range(repeats)]
+        rate = stable_rate(data.x["train"], kind, data.n_classes, 0.0)
+        entry["ours_auto"] = {**timings(traces, target), "lr": rate}
         sk_trace, converged = trainers.sklearn_lbfgs(data, target, repeats)
         entry["sklearn"] = {**timings([sk_trace], target), "converged": converged}
         seconds = converged["seconds_to_target"]
@@ -101,23 +99,27 @@ def race(cfg, repeats: int) -> dict:
 
 def rate_tradeoff(cfg) -> dict:
     """Best validation accuracy over the study's lambda grid, at the default rate
-    and at FAST_LR: what the faster rate costs the sweeps."""
+    and at lr=auto (1 / (L + lambda)): what the stable rate costs the sweeps."""
     grid = [float(v) for v in str(cfg.study.l2_grid).split(",")]
     results: dict = {"l2": grid}
     for kind in TARGETS:
         data = trainers.dataset(cfg.data.prepared_dir, kind)
-        for lr in (cfg.optimizer.lr, FAST_LR):
-            schedule = Schedule(**{**cfg.optimizer, "lr": lr})
+        for lr in (cfg.optimizer.lr, AUTO_RATE):
             accuracies = []
             for l2 in grid:
                 model = LinearModel.zeros(
                     kind, data.x["train"].shape[1], data.n_classes
                 )
+                rate = lr
+                if lr == AUTO_RATE:
+                    rate = stable_rate(data.x["train"], kind, data.n_classes, l2)
+                schedule = Schedule(**{**cfg.optimizer, "lr": rate})
                 rng = np.random.default_rng(cfg.seed)
                 history = train(model, data, schedule, rng, l2, cfg.model.l2_bias)
                 accuracies.append(history.at(history.best_epoch)["val_accuracy"])
-            results[f"{kind} lr={lr:g}"] = accuracies
-            print(f"tradeoff {kind} lr={lr:g}: {accuracies}")
+            name = f"{kind} lr={lr:g}" if lr != AUTO_RATE else f"{kind} lr=auto"
+            results[name] = accuracies
+            print(f"tradeoff {name}: {accuracies}")
     return results
 
 

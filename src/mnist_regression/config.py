@@ -61,13 +61,17 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    lr: float = MISSING
+    # a rate > 0, or "auto": 1 / (L + model.l2) from the training data (stable_rate)
+    lr: Any = MISSING
     batch_size: int | None = MISSING
     anneal_k: float = MISSING
     patience: int = MISSING
     max_epochs: int = MISSING
     max_steps: int | None = MISSING
     eval_every: int = MISSING
+
+
+AUTO_RATE = "auto"
 
 
 @dataclass
@@ -196,7 +200,13 @@ def check_data(cfg: DictConfig) -> None:
 def check_training(cfg: DictConfig) -> None:
     """Range checks on the model and optimizer sections."""
     opt = cfg.optimizer
-    require(opt.lr > 0, "optimizer.lr", f"must be > 0, got {opt.lr}")
+    lr = opt.lr
+    number = isinstance(lr, int | float) and not isinstance(lr, bool)
+    require(
+        lr == AUTO_RATE or (number and lr > 0),
+        "optimizer.lr",
+        f"must be > 0, or {AUTO_RATE} (1 / (L + model.l2), a stable rate), got {lr}",
+    )
     require(cfg.model.l2 >= 0, "model.l2", f"must be >= 0, got {cfg.model.l2}")
     require(
         opt.batch_size is None or opt.batch_size >= 1,
@@ -232,6 +242,8 @@ def train_config(cfg: Any) -> DictConfig:
     merged = structured(TrainConfig, cfg)
     check_data(merged.data)
     check_training(merged)
+    if merged.optimizer.lr != AUTO_RATE:  # a number: a float, as its schema cannot say
+        merged.optimizer.lr = float(merged.optimizer.lr)
     return merged
 
 

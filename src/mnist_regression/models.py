@@ -130,7 +130,7 @@ class LinearModel:
 
 
 def curvature_at_zero(
-    x: np.ndarray, kind: str, n_classes: int, iters: int = 50
+    x: np.ndarray, kind: str, n_classes: int, rtol: float = 1e-6, max_iters: int = 100
 ) -> float:
     """Largest eigenvalue L of the Hessian of the mean cross-entropy at W = 0, b = 0.
 
@@ -138,17 +138,30 @@ def curvature_at_zero(
     X~^T X~ / (4n), with X~ = [X, 1]; for softmax it is X~^T X~ / n (x)
     (diag(p) - p p^T), whose second factor has largest eigenvalue 1/k. So
     L = c * lambda_max(X~^T X~ / n), c = 1/4 (logistic) or 1/k (softmax), found by
-    power iteration on X~ (float64). Gradient descent with the penalty l2 is stable
-    near zero for rates below 2 / (L + l2).
+    power iteration on X~ in the data's precision (at least float32) until the
+    estimate moves by less than ``rtol``. It starts from the mean row of X~, which
+    for non-negative data such as pixels is close to the top eigenvector: three
+    products of MNIST suffice (15 ms). Gradient descent with the penalty l2 is
+    stable near zero for rates below 2 / (L + l2).
     """
     n, d = x.shape
-    v = np.ones(d + 1) / np.sqrt(d + 1)
+    dtype = np.result_type(x.dtype, np.float32)
+    v = np.append(x.mean(axis=0), 1.0).astype(dtype)
+    if not np.any(v[:d]):
+        v[:] = 1.0
+    v /= np.linalg.norm(v)
     eigenvalue = 0.0
-    for _ in range(iters):
+    for _ in range(max_iters):
         xv = x @ v[:d] + v[d]
-        w = np.concatenate([x.T @ xv, [xv.sum()]]) / n
-        eigenvalue = float(np.linalg.norm(w))
-        if eigenvalue == 0.0:
+        w = np.append(x.T @ xv, xv.sum()) / dtype.type(n)
+        previous, eigenvalue = eigenvalue, float(np.linalg.norm(w))
+        if eigenvalue == 0.0 or abs(eigenvalue - previous) <= rtol * eigenvalue:
             break
-        v = w / eigenvalue
+        v = w / dtype.type(eigenvalue)
     return LOSSES[kind].curvature_factor(n_classes) * eigenvalue
+
+
+def stable_rate(x: np.ndarray, kind: str, n_classes: int, l2: float) -> float:
+    """``optimizer.lr=auto``: 1 / (L + l2), half the largest rate at which gradient
+    descent from w = 0 is stable (``curvature_at_zero``); it falls as l2 grows."""
+    return 1.0 / (curvature_at_zero(x, kind, n_classes) + l2)

@@ -4,6 +4,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from .conftest import BIN, run, runs_of
@@ -112,6 +113,7 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
     ("override", "message"),
     [
         ("optimizer.lr=-1", "config key 'optimizer.lr': must be > 0"),
+        ("optimizer.lr=fast", "must be > 0, or auto (1 / (L + model.l2)"),
         ("model.l2=-0.5", "config key 'model.l2': must be >= 0"),
         ("optimizer.batch_size=0", "config key 'optimizer.batch_size'"),
         ("optimizer.patience=0", "config key 'optimizer.patience': must be >= 1"),
@@ -173,3 +175,23 @@ def test_each_run_logs_a_model_that_predicts_as_the_project_does(app, tmp_path):
     assert json.loads(served.stdout.strip().splitlines()[-1])["predictions"] == [
         int(v) for v in ours[:7]
     ]
+
+
+def test_lr_auto_trains_where_a_fixed_rate_diverges(app, data_cfg):
+    """``optimizer.lr=auto`` is 1 / (L + l2), L the top eigenvalue of the loss's
+    Hessian at w = 0: under the penalty that makes lr=1 diverge, it trains."""
+    fixed = app.launch(
+        "optimizer.lr=1", "model.l2=10", "optimizer.max_epochs=20", check=False
+    )
+    assert fixed.returncode == 1 and "diverged" in fixed.stderr
+    app.launch("optimizer.lr=auto", "model.l2=10", "optimizer.max_epochs=20")
+    (record,) = [r for r in app.runs() if r.info.status == "FINISHED"]
+    assert "lr=auto" in record.info.run_name
+    assert record.data.params["optimizer.lr"] == "auto"
+    with np.load(Path(data_cfg.prepared_dir) / "binary.npz") as arrays:
+        x = arrays["x_train"].astype(np.float64)
+    x = np.hstack([x, np.ones((len(x), 1))])
+    curvature = np.linalg.eigvalsh(x.T @ x / len(x)).max() / 4  # logistic: 1/4
+    assert record.data.metrics["learning_rate"] == pytest.approx(
+        1 / (curvature + 10), rel=1e-4
+    )
