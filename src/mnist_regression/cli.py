@@ -12,6 +12,7 @@ the first signal: 130 for Ctrl-C, 143 for SIGTERM.
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import logging
 import os
@@ -118,6 +119,16 @@ def print_error(err: UserError) -> None:
     print(f"error: {err}", file=sys.stderr, flush=True)
 
 
+@functools.cache  # once per process
+def skip_final_collection() -> None:
+    """At exit, after the exit handlers registered later (MLflow's), leave the
+    remaining objects to the operating system: the interpreter's final garbage
+    collection takes 0.7 s once MLflow, SQLAlchemy and pandas are loaded. Outputs
+    are written and closed before then; exit handlers and buffered streams still
+    run and flush as usual."""
+    atexit.register(gc.freeze)
+
+
 def main_guard(
     main: Callable[[], object], cleanup: Callable[[], object] | None = None
 ) -> None:
@@ -127,12 +138,7 @@ def main_guard(
     """
     if signal.getsignal(signal.SIGTERM) is not _handler:
         install_signal_handlers()
-    # At exit, after MLflow's own exit handlers (registered later, so run earlier),
-    # leave the remaining objects to the operating system: the interpreter's final
-    # garbage collection takes 0.7 s once MLflow, SQLAlchemy and pandas are loaded.
-    # Outputs are written and closed before then; exit handlers and buffered
-    # streams still run and flush as usual.
-    atexit.register(gc.freeze)
+    skip_final_collection()
     try:
         try:
             main()

@@ -63,6 +63,7 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if os.getpid() != _MAIN_PID:  # a joblib worker: signals end its run, then it
         cli.install_signal_handlers()
+        cli.skip_final_collection()
     overrides = list(hydra_cfg.overrides.task)
     tags = {"hydra_overrides": " ".join(overrides)}
     if multirun:
