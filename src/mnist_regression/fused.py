@@ -48,8 +48,13 @@ def as_bytes(x: np.ndarray) -> np.ndarray | None:
 
 
 def cores() -> int:
-    """The processors this process may run on (SLURM's cpus_per_task, taskset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    """The threads a pass may use: the processors this process may run on
+    (SLURM's cpus_per_task, taskset), and no more than its BLAS may use, which
+    is how joblib's workers and OMP_NUM_THREADS / OPENBLAS_NUM_THREADS ask a
+    process to share the machine."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    blas = [lib.num_threads for lib in _blas().select(user_api="blas").lib_controllers]
+    return max(1, min([available, *blas]))
 
 
 def _blas():

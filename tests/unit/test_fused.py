@@ -79,3 +79,13 @@ def test_full_batch_training_equals_naive_descent(kind, pixels):
     loss, accuracy = naive.loss_and_accuracy(data.x["test"], data.t["test"])
     assert history.metrics["test_loss"][-1] == pytest.approx(loss, rel=1e-5)
     assert history.metrics["test_accuracy"][-1] == pytest.approx(accuracy, abs=1e-3)
+
+
+def test_passes_use_no_more_threads_than_blas_may():
+    """joblib's workers (and OMP_NUM_THREADS) hold BLAS to one thread so that
+    parallel jobs share the cores: the passes follow."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert fused.cores() == 1
+        assert FusedPasses("softmax", {"train": np.ones((4, 3))}, {}).threads == 1
