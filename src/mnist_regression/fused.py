@@ -35,16 +35,25 @@ PIXEL_SCALE = np.float32(255)
 
 def as_bytes(x: np.ndarray) -> np.ndarray | None:
     """``x`` (float32 pixels / 255) as the C-ordered bytes it came from, or None
-    if it holds anything else. ``bytes / PIXEL_SCALE`` gives back exactly ``x``."""
+    if it holds anything else. ``bytes / PIXEL_SCALE`` gives back exactly ``x``.
+    Block by block, so that each block's checks run while it is in cache."""
     if x.dtype != np.float32 or not x.size:
         return None
-    scaled = np.multiply(x, PIXEL_SCALE)
-    np.rint(scaled, out=scaled)
-    if scaled.min() < 0 or scaled.max() > 255:
-        return None
-    pixels = scaled.astype(np.uint8)
-    back = np.divide(pixels, PIXEL_SCALE, out=scaled, dtype=np.float32)
-    return pixels if np.array_equal(back, x) else None
+    pixels = np.empty(x.shape, np.uint8)
+    buffer = np.empty((BLOCK_ROWS, *x.shape[1:]), np.float32)
+    for start in range(0, len(x), BLOCK_ROWS):
+        block = x[start : start + BLOCK_ROWS]
+        scaled = buffer[: len(block)]
+        np.multiply(block, PIXEL_SCALE, out=scaled)
+        np.rint(scaled, out=scaled)
+        if scaled.min() < 0 or scaled.max() > 255:
+            return None
+        out = pixels[start : start + BLOCK_ROWS]
+        np.copyto(out, scaled, casting="unsafe")
+        back = np.divide(out, PIXEL_SCALE, out=scaled, dtype=np.float32)
+        if not np.array_equal(back, block):
+            return None
+    return pixels
 
 
 def cores() -> int:

@@ -89,3 +89,16 @@ def test_passes_use_no_more_threads_than_blas_may():
     with threadpool_limits(limits=1, user_api="blas"):
         assert fused.cores() == 1
         assert FusedPasses("softmax", {"train": np.ones((4, 3))}, {}).threads == 1
+
+
+def test_pixels_become_the_bytes_they_came_from_and_nothing_else_does():
+    rng = np.random.default_rng(3)
+    rows = fused.BLOCK_ROWS + 7  # a full block and a short one
+    pixels = rng.integers(0, 256, (rows, 5), dtype=np.uint8)
+    x = pixels / np.float32(255)
+    assert np.array_equal(fused.as_bytes(x), pixels)
+    for spoiled in (0.5 / 255, -1 / 255, 256 / 255):
+        y = x.copy()
+        y[-1, 2] = spoiled  # in the last, short block
+        assert fused.as_bytes(y) is None
+    assert fused.as_bytes(x.astype(np.float64)) is None
