@@ -25,8 +25,8 @@ from threadpoolctl import threadpool_info
 
 from mnist_regression.config import AUTO_RATE, load_params, train_config
 from mnist_regression.fused import FusedPasses
-from mnist_regression.models import LinearModel, stable_rate
-from mnist_regression.training import Dataset, Schedule, train
+from mnist_regression.models import LinearModel
+from mnist_regression.training import Dataset, Schedule, train, with_stable_rate
 
 from . import trainers
 from .report import PARTS, update_readme, write_report
@@ -77,7 +77,7 @@ def race(cfg, repeats: int) -> dict:
         entry["ours"] = timings(traces, target)
         auto = Schedule(**{**cfg.optimizer, "lr": AUTO_RATE})
         traces = [trainers.ours(data, kind, auto, seed) for seed in range(repeats)]
-        rate = stable_rate(data.x["train"], kind, data.n_classes, 0.0)
+        rate = with_stable_rate(auto, data, kind, 0.0).lr
         entry["ours_auto"] = {**timings(traces, target), "lr": rate}
         sk_trace, converged = trainers.sklearn_lbfgs(data, target, repeats)
         entry["sklearn"] = {**timings([sk_trace], target), "converged": converged}
@@ -110,10 +110,8 @@ def rate_tradeoff(cfg) -> dict:
                 model = LinearModel.zeros(
                     kind, data.x["train"].shape[1], data.n_classes
                 )
-                rate = lr
-                if lr == AUTO_RATE:
-                    rate = stable_rate(data.x["train"], kind, data.n_classes, l2)
-                schedule = Schedule(**{**cfg.optimizer, "lr": rate})
+                schedule = Schedule(**{**cfg.optimizer, "lr": lr})
+                schedule = with_stable_rate(schedule, data, kind, l2)
                 rng = np.random.default_rng(cfg.seed)
                 history = train(model, data, schedule, rng, l2, cfg.model.l2_bias)
                 accuracies.append(history.at(history.best_epoch)["val_accuracy"])
@@ -156,12 +154,13 @@ def epoch_seconds(
     )
     with_eval = statistics.median(np.diff(stamps))
     # At full batch the training pass of the step scores the training set too:
-    # only the other splits are evaluation's own cost.
-    splits = ("val", "test") if batch is None else ("train", "val", "test")
+    # only the other splits are evaluation's own cost. One dispatch for all, as
+    # the trainer's evaluation makes it.
+    splits = ["val", "test"] if batch is None else ["train", "val", "test"]
     with FusedPasses(kind, data.x, data.t) as passes:
         evaluation = statistics.median(
             timeit.repeat(
-                lambda: [passes.scores(model, split) for split in splits],
+                lambda: passes.score_splits(model, splits),
                 number=1,
                 repeat=epochs,
             )

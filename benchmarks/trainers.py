@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 
 import numpy as np
 
-from mnist_regression.config import AUTO_RATE
 from mnist_regression.data.prepare import load_task
 from mnist_regression.losses import TASKS
-from mnist_regression.models import LinearModel, stable_rate
-from mnist_regression.training import Dataset, Schedule, train
+from mnist_regression.models import LinearModel
+from mnist_regression.training import Dataset, Schedule, train, with_stable_rate
 
 Trace = list[tuple[float, float]]
 NAMES = ("ours", "sklearn", "torch")
@@ -31,9 +29,7 @@ def ours(data: Dataset, kind: str, schedule: Schedule, seed: int = 0) -> Trace:
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     trace: Trace = []
     start = time.perf_counter()
-    if schedule.lr == AUTO_RATE:
-        rate = stable_rate(data.x["train"], kind, data.n_classes, 0.0)
-        schedule = dataclasses.replace(schedule, lr=rate)
+    schedule = with_stable_rate(schedule, data, kind, 0.0)
 
     def on_eval(epoch: int, values: dict[str, float]) -> None:
         trace.append((time.perf_counter() - start, values["test_accuracy"]))

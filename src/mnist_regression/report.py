@@ -17,7 +17,6 @@ from .drawing import save
 from .errors import DataError
 from .io import atomic_write, save_json
 from .results import Job, read_stage, write_histories
-from .run_figures import curves_figure
 from .seed_study import Reading, accuracies, over_seeds
 
 # Significant digits of the committed numbers (details.json, plot data): float32
@@ -187,7 +186,7 @@ def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: P
         ),
         (
             "softmax_curves.png",
-            curves_figure(softmax.history, "Softmax regression"),
+            figures.curves(softmax.history, "Softmax regression"),
             "Softmax regression: loss and accuracy of the three splits per epoch "
             "(seed Figure 3.1).",
         ),

@@ -21,10 +21,18 @@ from .config import AUTO_RATE
 from .data.prepare import check_prepared_settings, load_task
 from .io import save_json, save_npz, sha256_of
 from .losses import TASKS
-from .models import LinearModel, stable_rate
+from .models import LinearModel
 from .results import write_histories
 from .tracking import open_run
-from .training import SPLITS, Dataset, DivergenceError, History, Schedule, train
+from .training import (
+    SPLITS,
+    Dataset,
+    DivergenceError,
+    History,
+    Schedule,
+    train,
+    with_stable_rate,
+)
 
 log = logging.getLogger("mnist_regression")
 # Set by a sweep's main process: the MLflow run its jobs are children of.
@@ -84,16 +92,6 @@ def final_metrics(history: History) -> dict[str, float]:
     return final
 
 
-def optimizer_settings(cfg: DictConfig, data: Dataset) -> dict:
-    """``cfg.optimizer`` as plain values, ``lr=auto`` replaced by its rate."""
-    settings = OmegaConf.to_container(cfg.optimizer)
-    if settings["lr"] == AUTO_RATE:
-        kind, l2 = cfg.model.name.value, cfg.model.l2
-        settings["lr"] = stable_rate(data.x["train"], kind, data.n_classes, l2)
-        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", settings["lr"])
-    return settings
-
-
 def run_training(
     cfg: DictConfig,
     out_dir: Path,
@@ -116,7 +114,10 @@ def run_training(
     data = Dataset.from_arrays(arrays)
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     labels = class_labels(cfg, kind, data.n_classes)
-    schedule = Schedule(**optimizer_settings(cfg, data))
+    schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
+    schedule = with_stable_rate(schedule, data, kind, cfg.model.l2)
+    if cfg.optimizer.lr == AUTO_RATE:
+        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     digest = sha256_of(prepared / f"{task}.npz")
     all_tags = {

@@ -100,17 +100,6 @@ def save_weight_pngs(
         )
 
 
-def curves_figure(history: History, title: str):
-    from .drawing import draw_curves, subplots
-
-    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
-    draw_curves(ax_loss, ax_acc, history)
-    ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def sweep_figure(labelled: list[tuple[str, History]], title: str):
     """Validation loss and accuracy per epoch of each job of a sweep."""
     from .drawing import LOSS_LABEL, subplots

@@ -9,6 +9,7 @@ from .drawing import LOSS_LABEL, draw_curves, draw_weights, subplots
 from .models import LinearModel, curvature_at_zero
 from .results import Job
 from .run_figures import weight_images
+from .training import History
 
 
 def _lambda_axis(ax, values) -> None:
@@ -30,6 +31,16 @@ def _per_job_curves(ax, jobs: list[Job], metric: str, key: str, name: str) -> No
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def curves(history: History, title: str):
+    """Loss and accuracy per epoch of one run's three splits."""
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
+    draw_curves(ax_loss, ax_acc, history)
+    ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def learning_rates(jobs: list[Job]):

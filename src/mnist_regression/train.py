@@ -181,9 +181,9 @@ class SweepRun:
         run_id, self.run_id = self.run_id, None
         os.environ.pop(PARENT_RUN_VARIABLE, None)
         try:
-            if jobs is not None:
-                self.log_curves(run_id, jobs)
             parent = self.client.get_run(run_id)
+            if jobs is not None:
+                self.log_curves(run_id, parent.info.run_name, jobs)
             store.mark_stale_runs(self.client, [parent.info.experiment_id])
             children = self.client.search_runs(
                 [parent.info.experiment_id],
@@ -216,7 +216,7 @@ class SweepRun:
                 file=sys.stderr,
             )
 
-    def log_curves(self, run_id: str, jobs: Path) -> None:
+    def log_curves(self, run_id: str, name: str, jobs: Path) -> None:
         """``curves.png``: the finished jobs' validation curves, side by side."""
         import tempfile
 
@@ -229,7 +229,6 @@ class SweepRun:
         finished, _ = read_stage(jobs)
         if not finished:
             return
-        name = self.client.get_run(run_id).info.run_name
         labelled = [(job.label, job.history) for job in finished]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "curves.png"

@@ -10,13 +10,14 @@ and the weights of the best evaluation are restored.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .config import AUTO_RATE
 from .errors import UserError
 from .fused import FusedPasses, Scores
-from .models import LinearModel, curvature_at_zero
+from .models import LinearModel, curvature_at_zero, stable_rate
 
 SPLITS = ("train", "val", "test")
 METRICS = (
@@ -108,7 +109,7 @@ class History:
 
 @dataclass
 class Schedule:
-    lr: float
+    lr: float  # or AUTO_RATE, until ``with_stable_rate`` puts the rate in
     batch_size: int | None
     anneal_k: float
     max_epochs: int
@@ -118,6 +119,17 @@ class Schedule:
 
     def rate(self, step: int) -> float:
         return self.lr / (1.0 + self.anneal_k * step)
+
+
+def with_stable_rate(
+    schedule: Schedule, data: Dataset, kind: str, l2: float
+) -> Schedule:
+    """``schedule``, its ``lr=auto`` replaced by ``stable_rate`` of the training
+    set under the penalty ``l2``."""
+    if schedule.lr != AUTO_RATE:
+        return schedule
+    rate = stable_rate(data.x["train"], kind, data.n_classes, l2)
+    return replace(schedule, lr=rate)
 
 
 def evaluate(
