@@ -12,9 +12,9 @@ import argparse
 import numpy as np
 from pyinstrument import Profiler
 
-from mnist_regression.config import load_params, train_config
-from mnist_regression.models import LinearModel
-from mnist_regression.training import Schedule, train
+from mnist_regression.common.config import load_params, train_config
+from mnist_regression.core.models import LinearModel
+from mnist_regression.core.training import Schedule, train
 
 from .trainers import dataset
 

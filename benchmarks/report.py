@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnist_regression.drawing import save, subplots
-from mnist_regression.io import atomic_write, save_json
+from mnist_regression.common.io import atomic_write, save_json
+from mnist_regression.figures.drawing import save, subplots
 
 PARTS = [
     "race",
@@ -182,16 +182,16 @@ def goal_lines(results: dict) -> list[str]:
     ]
 
 
-README_START = "<!-- benchmark summary: written by python -m benchmarks.run -->"
-README_END = "<!-- end of benchmark summary -->"
+SUMMARY_START = "<!-- benchmark summary: written by python -m benchmarks.run -->"
+SUMMARY_END = "<!-- end of benchmark summary -->"
 
 
-def readme_summary(results: dict) -> list[str]:
-    """The README's performance figures, generated from the benchmark results."""
+def performance_summary(results: dict) -> list[str]:
+    """The figures of docs/performance.md, generated from the benchmark results."""
     lines = [
         f"Measured by `make bench` on {results['machine']['cpu']} "
         f"({results['machine']['cores']} cores); details in "
-        "[`reports/benchmarks.md`](reports/benchmarks.md).",
+        "[`reports/benchmarks.md`](../reports/benchmarks.md).",
         "",
     ]
     for _, goal, _, shown, met in goals(results):
@@ -219,13 +219,13 @@ def readme_summary(results: dict) -> list[str]:
     return lines
 
 
-def update_readme(results: dict, readme: Path) -> None:
-    """Rewrite the README's block between the markers from ``results``."""
-    text = readme.read_text()
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    block = "\n".join([README_START, *readme_summary(results), README_END])
-    with atomic_write(readme, "w") as handle:
+def update_summary(results: dict, page: Path) -> None:
+    """Rewrite the block of ``page`` between the markers from ``results``."""
+    text = page.read_text()
+    head, rest = text.split(SUMMARY_START, 1)
+    _, tail = rest.split(SUMMARY_END, 1)
+    block = "\n".join([SUMMARY_START, *performance_summary(results), SUMMARY_END])
+    with atomic_write(page, "w") as handle:
         handle.write(head + block + tail)
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from mnist_regression.config import AUTO_RATE, load_params, train_config
-from mnist_regression.fused import FusedPasses
-from mnist_regression.models import LinearModel
-from mnist_regression.training import Dataset, Schedule, train, with_stable_rate
+from mnist_regression.common.config import AUTO_RATE, load_params, train_config
+from mnist_regression.core.models import LinearModel
+from mnist_regression.core.objective import Objective
+from mnist_regression.core.passes import FusedPasses
+from mnist_regression.core.training import Dataset, Schedule, train, with_stable_rate
 
 from . import trainers
-from .report import PARTS, update_readme, write_report
+from .report import PARTS, update_summary, write_report
 
 TARGETS = {"softmax": 0.915, "logistic": 0.975}
 # The batch size whose epoch misses its goal against the bare products.
@@ -77,7 +78,7 @@ def race(cfg, repeats: int) -> dict:
         entry["ours"] = timings(traces, target)
         auto = Schedule(**{**cfg.optimizer, "lr": AUTO_RATE})
         traces = [trainers.ours(data, kind, auto, seed) for seed in range(repeats)]
-        rate = with_stable_rate(auto, data, kind, 0.0).lr
+        rate = with_stable_rate(auto, data, Objective.of(kind)).lr
         entry["ours_auto"] = {**timings(traces, target), "lr": rate}
         sk_trace, converged = trainers.sklearn_lbfgs(data, target, repeats)
         entry["sklearn"] = {**timings([sk_trace], target), "converged": converged}
@@ -111,9 +112,10 @@ def rate_tradeoff(cfg) -> dict:
                     kind, data.x["train"].shape[1], data.n_classes
                 )
                 schedule = Schedule(**{**cfg.optimizer, "lr": lr})
-                schedule = with_stable_rate(schedule, data, kind, l2)
+                objective = Objective.of(kind, l2, cfg.model.l2_bias)
+                schedule = with_stable_rate(schedule, data, objective)
                 rng = np.random.default_rng(cfg.seed)
-                history = train(model, data, schedule, rng, l2, cfg.model.l2_bias)
+                history = train(model, data, schedule, rng, objective)
                 accuracies.append(history.at(history.best_epoch)["val_accuracy"])
             name = f"{kind} lr={lr:g}" if lr != AUTO_RATE else f"{kind} lr=auto"
             results[name] = accuracies
@@ -157,7 +159,7 @@ def epoch_seconds(
     # only the other splits are evaluation's own cost. One dispatch for all, as
     # the trainer's evaluation makes it.
     splits = ["val", "test"] if batch is None else ["train", "val", "test"]
-    with FusedPasses(kind, data.x, data.t) as passes:
+    with FusedPasses(Objective.of(kind), data.x, data.t) as passes:
         evaluation = statistics.median(
             timeit.repeat(
                 lambda: passes.score_splits(model, splits),
@@ -301,7 +303,7 @@ def arithmetic_seconds(since: float) -> float:
     MLflow store (timings stay out of the DVC outputs, which must not change)."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_regression.store import default_target
+    from mnist_regression.tracking.target import default_target
 
     client = MlflowClient(default_target().uri)
     experiment = client.get_experiment_by_name("mnist-regression")
@@ -464,7 +466,7 @@ def main() -> None:
         results[part] = measure_part(part, cfg, args.repeats)
         results["measured"][part] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     write_report(results, out)
-    update_readme(results, Path("README.md"))
+    update_summary(results, Path("docs/performance.md"))
 
 
 if __name__ == "__main__":

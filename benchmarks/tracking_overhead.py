@@ -17,10 +17,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mnist_regression import run as run_module
-from mnist_regression import tracking
-from mnist_regression.config import load_params, train_config
-from mnist_regression.run import run_training
+from mnist_regression.app import run as run_module
+from mnist_regression.app.run import run_training
+from mnist_regression.common.config import load_params, train_config
+from mnist_regression.tracking import run_log
 
 MODES = {
     "off": {"tracking.enabled": False},
@@ -52,7 +52,7 @@ class Stopwatch:
     of the artifacts, summed by wrapping them for the duration of a measurement."""
 
     TARGETS = [
-        (tracking.MlflowRun, name)
+        (run_log.MlflowRun, name)
         for name in ("__enter__", "log_epoch", "set_tags", "flush", "__exit__")
     ] + [(run_module, "log_artifacts")]
 

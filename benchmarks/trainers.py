@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 
+from mnist_regression.core.losses import TASKS
+from mnist_regression.core.models import LinearModel
+from mnist_regression.core.objective import Objective
+from mnist_regression.core.training import Dataset, Schedule, train, with_stable_rate
 from mnist_regression.data.prepare import load_task
-from mnist_regression.losses import TASKS
-from mnist_regression.models import LinearModel
-from mnist_regression.training import Dataset, Schedule, train, with_stable_rate
 
 Trace = list[tuple[float, float]]
 NAMES = ("ours", "sklearn", "torch")
@@ -29,7 +30,7 @@ def ours(data: Dataset, kind: str, schedule: Schedule, seed: int = 0) -> Trace:
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     trace: Trace = []
     start = time.perf_counter()
-    schedule = with_stable_rate(schedule, data, kind, 0.0)
+    schedule = with_stable_rate(schedule, data, Objective.of(kind))
 
     def on_eval(epoch: int, values: dict[str, float]) -> None:
         trace.append((time.perf_counter() - start, values["test_accuracy"]))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mnist_regression.config import data_section
+from mnist_regression.common.config import data_section
 from mnist_regression.data.idx import write_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
 """`mlflow ui`, as a user sees it in a real browser (Debian's Chromium).
 
 The suite fills a store with a small sweep, starts the project's own UI command
-(``python -m mnist_regression.store ui``) on 127.0.0.1 and follows the address it
-prints: the runs are listed there, named apart, the sweep as a parent with its
-jobs as children; a run's weight image and its logged model render.
+(``python -m mnist_regression.tracking.store ui``) on 127.0.0.1 and follows the
+address it prints: the runs are listed there, named apart, the sweep as a parent
+with its jobs as children; a run's weight image and its logged model render.
 """
 
 from __future__ import annotations
@@ -49,7 +49,14 @@ def ui(app, tmp_path):
     app.launch("-m", "model.l2=0,0.01")
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mnist_regression.store", "--uri", app.uri, "ui"]
+        [
+            sys.executable,
+            "-m",
+            "mnist_regression.tracking.store",
+            "--uri",
+            app.uri,
+            "ui",
+        ]
         + ["--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -221,7 +221,7 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
     pending = out / "mlflow-pending"
     assert (pending / "artifacts" / "weights.npz").is_file()
     run(
-        [sys.executable, "-m", "mnist_regression.store", "replay", str(out)],
+        [sys.executable, "-m", "mnist_regression.tracking.store", "replay", str(out)],
         tmp_path,
     )
     assert not pending.exists()
@@ -453,7 +453,7 @@ def test_mark_killed_and_replay_commands_report_plainly(app, tmp_path):
         (["replay", str(tmp_path / "nothing")], "nothing to replay"),
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "mnist_regression.store", *args],
+            [sys.executable, "-m", "mnist_regression.tracking.store", *args],
             cwd=tmp_path,
             capture_output=True,
             text=True,

@@ -1,5 +1,5 @@
 """The team's tracking server: PostgreSQL on 127.0.0.1, MLflow's basic-auth, the
-project's own start command (``python -m mnist_regression.server``).
+project's own start command (``python -m mnist_regression.tracking.server``).
 
 PostgreSQL runs as its own cluster in a temporary directory, started and stopped
 by the test as the ``postgres`` user (Debian's package; `make test` installs it).
@@ -93,7 +93,7 @@ class Server:
     def start(self) -> str:
         log = (self.folder / "server.log").open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_regression.server"]
+            [sys.executable, "-m", "mnist_regression.tracking.server"]
             + ["--backend-store-uri", f"{self.postgres}/mlflow"]
             + ["--auth-db", f"{self.postgres}/mlflow_auth"]
             + ["--artifacts-destination", str(self.folder / "served-artifacts")]
@@ -258,7 +258,7 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
     # that replays it; the next job stops at once, naming the server
     assert "Traceback" not in err
     kept = tmp_path / "multirun" / "0" / "mlflow-pending"
-    assert f"python -m mnist_regression.store replay {kept}" in err
+    assert f"python -m mnist_regression.tracking.store replay {kept}" in err
     assert "the server does not answer (connection refused)" in err
     assert "start the server, or point tracking.uri" in err
     history = (tmp_path / "multirun" / "0" / "history.csv").read_text().splitlines()
@@ -266,7 +266,14 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
 
     served.start()
     replayed = subprocess.run(
-        [sys.executable, "-m", "mnist_regression.store", "--uri", url, "replay"]
+        [
+            sys.executable,
+            "-m",
+            "mnist_regression.tracking.store",
+            "--uri",
+            url,
+            "replay",
+        ]
         + [str(tmp_path / "multirun")],
         env=as_alice(),
         capture_output=True,
@@ -290,8 +297,8 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
 
 
 def test_the_sqlite_store_moves_to_the_server_whole(app, server, monkeypatch):
-    """`python -m mnist_regression.migrate` copies a sweep from the embedded store
-    to the server: both sides hold the same runs, parameters, tags, metric
+    """`python -m mnist_regression.tracking.migrate` copies a sweep from the embedded
+    store to the server: both sides hold the same runs, parameters, tags, metric
     histories, dataset inputs, artifacts, logged models and registered versions;
     a second run of the command copies nothing twice."""
     from mlflow.tracking import MlflowClient
@@ -309,7 +316,7 @@ def test_the_sqlite_store_moves_to_the_server_whole(app, server, monkeypatch):
 
     def migrate() -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "mnist_regression.migrate"]
+            [sys.executable, "-m", "mnist_regression.tracking.migrate"]
             + ["--from", app.uri, "--to", server],
             env=as_alice(),
             capture_output=True,

@@ -139,8 +139,8 @@ def test_each_run_logs_a_model_that_predicts_as_the_project_does(app, tmp_path):
     import mlflow
     import numpy as np
 
+    from mnist_regression.core.models import LinearModel
     from mnist_regression.data.prepare import load_task
-    from mnist_regression.models import LinearModel
 
     out = tmp_path / "run"
     app.launch("model=softmax", "optimizer.max_epochs=3", f"output_dir={out}")
@@ -177,17 +177,27 @@ def test_each_run_logs_a_model_that_predicts_as_the_project_does(app, tmp_path):
     ]
 
 
-def test_lr_auto_trains_where_a_fixed_rate_diverges(app, data_cfg):
+def test_lr_auto_trains_where_a_fixed_rate_diverges(app, data_cfg, tmp_path):
     """``optimizer.lr=auto`` is 1 / (L + l2), L the top eigenvalue of the loss's
     Hessian at w = 0: under the penalty that makes lr=1 diverge, it trains."""
     fixed = app.launch(
         "optimizer.lr=1", "model.l2=10", "optimizer.max_epochs=20", check=False
     )
     assert fixed.returncode == 1 and "diverged" in fixed.stderr
-    app.launch("optimizer.lr=auto", "model.l2=10", "optimizer.max_epochs=20")
+    out = tmp_path / "auto"
+    app.launch(
+        "optimizer.lr=auto",
+        "model.l2=10",
+        "optimizer.max_epochs=20",
+        f"output_dir={out}",
+    )
     (record,) = [r for r in app.runs() if r.info.status == "FINISHED"]
     assert "lr=auto" in record.info.run_name
-    assert record.data.params["optimizer.lr"] == "auto"
+    # the rate used is what is logged and saved, so that reports can format it
+    rate = record.data.metrics["learning_rate"]
+    assert float(record.data.params["optimizer.lr"]) == rate
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["config"]["optimizer"]["lr"] == rate
     with np.load(Path(data_cfg.prepared_dir) / "binary.npz") as arrays:
         x = arrays["x_train"].astype(np.float64)
     x = np.hstack([x, np.ones((len(x), 1))])

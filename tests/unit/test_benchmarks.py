@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import report, trainers
-from mnist_regression.training import Dataset
+from mnist_regression.core.training import Dataset
 
 pytest.importorskip("sklearn")
 
@@ -85,14 +85,14 @@ def test_goals_are_marked_met_or_missed_against_the_suites_thresholds():
     assert f"below {threshold:g} | 2.50 (2.50-2.50) | missed |" in table
 
 
-def test_the_readme_summary_is_the_one_the_results_give():
-    """The README's performance figures are generated, never typed: its block
-    equals what reports/benchmarks.json gives."""
+def test_the_performance_summary_is_the_one_the_results_give():
+    """The performance figures of the docs are generated, never typed: their
+    block equals what reports/benchmarks.json gives."""
     import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     results = json.loads((root / "reports" / "benchmarks.json").read_text())
-    readme = (root / "README.md").read_text()
-    block = readme.split(report.README_START)[1].split(report.README_END)[0]
-    assert block.strip("\n").splitlines() == report.readme_summary(results)
+    page = (root / "docs" / "performance.md").read_text()
+    block = page.split(report.SUMMARY_START)[1].split(report.SUMMARY_END)[0]
+    assert block.strip("\n").splitlines() == report.performance_summary(results)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mnist_regression.check import differences
+from mnist_regression.study.check import differences
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_the_command_compares_with_a_git_revision(study, tmp_path):
     git("init", "-q")
     git("-c", "user.name=t", "-c", "user.email=t@localhost", "add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "s")
-    command = [sys.executable, "-m", "mnist_regression.check"]
+    command = [sys.executable, "-m", "mnist_regression.study.check"]
 
     same = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert same.returncode == 0, same.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_regression import npm as npm_module
 from mnist_regression.data import download as dl
+from mnist_regression.data import npm as npm_module
 from mnist_regression.data.download import (
     DownloadError,
     HttpMirror,

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from mnist_regression import fused
-from mnist_regression.fused import FusedPasses
-from mnist_regression.models import LinearModel
-from mnist_regression.training import Dataset, Schedule, train
+from mnist_regression.core import passes as fused
+from mnist_regression.core.models import LinearModel
+from mnist_regression.core.objective import Objective
+from mnist_regression.core.passes import FusedPasses
+from mnist_regression.core.training import Dataset, Schedule, train
 
 DARK = [0, 3, 4, 17]  # pixel columns that are 0 in every training image
 
@@ -42,14 +43,14 @@ def test_scores_and_gradient_equal_the_naive_products(
     model.weights[:] = rng.normal(size=model.weights.shape)
     model.weights[DARK] = 0.0  # as descent from 0 leaves them
     model.bias[:] = rng.normal(size=model.bias.shape)
-    with FusedPasses(kind, data.x, data.t, threads=threads) as passes:
+    with FusedPasses(Objective.of(kind), data.x, data.t, threads=threads) as passes:
         assert list(passes.keep) == [c for c in range(30) if c not in DARK]
         assert (passes.x["train"].dtype == np.uint8) is pixels
         for split in ("train", "val", "test"):
             x, t = data.x[split], data.t[split]
             got = passes.scores(model, split, gradient=True)
             loss, accuracy = model.loss_and_accuracy(x, t)
-            grad_w, grad_b = model.gradients(x, t)
+            grad_w, grad_b = Objective.of(kind).gradient(model, x, t)
             assert got.loss == pytest.approx(loss, rel=1e-6)
             assert got.accuracy == pytest.approx(accuracy, abs=1.5 / len(t))
             np.testing.assert_allclose(got.grad_w, grad_w[passes.keep], atol=1e-6)
@@ -65,11 +66,12 @@ def test_full_batch_training_equals_naive_descent(kind, pixels):
     lr, l2, steps = 0.5, 0.01, 50
     model = LinearModel.zeros(kind, 30, data.n_classes)
     schedule = Schedule(lr, None, 0.0, steps, patience=10**6)
-    history = train(model, data, schedule, np.random.default_rng(0), l2)
+    penalised = Objective.of(kind, l2)
+    history = train(model, data, schedule, np.random.default_rng(0), penalised)
     assert history.best_epoch == steps  # still improving: the last weights kept
     naive = LinearModel.zeros(kind, 30, data.n_classes)
     for _ in range(steps):
-        grad_w, grad_b = naive.gradients(data.x["train"], data.t["train"], l2)
+        grad_w, grad_b = penalised.gradient(naive, data.x["train"], data.t["train"])
         naive.weights -= lr * grad_w
         naive.bias -= lr * grad_b
     assert np.all(model.weights[DARK] == 0.0) and np.all(naive.weights[DARK] == 0.0)
@@ -88,7 +90,10 @@ def test_passes_use_no_more_threads_than_blas_may():
 
     with threadpool_limits(limits=1, user_api="blas"):
         assert fused.cores() == 1
-        assert FusedPasses("softmax", {"train": np.ones((4, 3))}, {}).threads == 1
+        assert (
+            FusedPasses(Objective.of("softmax"), {"train": np.ones((4, 3))}, {}).threads
+            == 1
+        )
 
 
 def test_pixels_become_the_bytes_they_came_from_and_nothing_else_does():

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mnist_regression.config import ConfigError, data_section
+from mnist_regression.common.config import ConfigError, data_section
+from mnist_regression.common.errors import DataError
+from mnist_regression.common.io import save_npz
 from mnist_regression.data.idx import read_idx
 from mnist_regression.data.prepare import (
     build_tasks,
@@ -12,8 +14,6 @@ from mnist_regression.data.prepare import (
     load_task,
     prepare,
 )
-from mnist_regression.errors import DataError
-from mnist_regression.io import save_npz
 
 
 def raw_arrays(cfg, prefix):

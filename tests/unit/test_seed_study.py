@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mnist_regression import seed_study
-from mnist_regression.seed_study import over_seeds, wilson, within_noise
-from mnist_regression.study_figures import worst_misclassified
+from mnist_regression.study import original as seed_study
+from mnist_regression.study.figures import worst_misclassified
+from mnist_regression.study.original import over_seeds, wilson, within_noise
 
 
 def test_wilson_interval_of_the_studys_two_vs_three_score():

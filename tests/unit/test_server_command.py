@@ -13,7 +13,7 @@ def test_no_admin_password_is_one_clear_line(tmp_path, given):
     if given is not None:
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = given
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_regression.server"]
+        [sys.executable, "-m", "mnist_regression.tracking.server"]
         + ["--backend-store-uri", "postgresql+psycopg://u@127.0.0.1:1/db"]
         + ["--auth-db", "postgresql+psycopg://u@127.0.0.1:1/auth"]
         + ["--artifacts-destination", str(tmp_path)],
@@ -29,7 +29,7 @@ def test_no_admin_password_is_one_clear_line(tmp_path, given):
 
 def test_an_unreadable_password_file_is_named(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_regression.server"]
+        [sys.executable, "-m", "mnist_regression.tracking.server"]
         + ["--backend-store-uri", "postgresql+psycopg://u@127.0.0.1:1/db"]
         + ["--auth-db", "postgresql+psycopg://u@127.0.0.1:1/auth"]
         + ["--artifacts-destination", str(tmp_path)]

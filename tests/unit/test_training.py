@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from mnist_regression.fused import FusedPasses
-from mnist_regression.models import LinearModel
-from mnist_regression.training import (
+from mnist_regression.core.models import LinearModel
+from mnist_regression.core.objective import Objective
+from mnist_regression.core.passes import FusedPasses
+from mnist_regression.core.training import (
     METRICS,
     Dataset,
     DivergenceError,
@@ -31,7 +32,10 @@ def fit(kind="softmax", data=None, seed=0, **schedule):
     settings.update(schedule)
     l2 = settings.pop("l2", 0.0)
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
-    history = train(model, data, Schedule(**settings), np.random.default_rng(seed), l2)
+    objective = Objective.of(kind, l2)
+    history = train(
+        model, data, Schedule(**settings), np.random.default_rng(seed), objective
+    )
     return model, history, data
 
 
@@ -54,7 +58,7 @@ def test_same_seed_same_metrics_bit_for_bit():
 def test_best_weights_are_restored():
     model, history, data = fit(lr=2.0, max_epochs=40)
     assert history.best_epoch < history.epochs_run
-    with FusedPasses(model.kind, data.x, data.t) as passes:
+    with FusedPasses(Objective.of(model.kind), data.x, data.t) as passes:
         restored = evaluate(model, passes)
     best = history.at(history.best_epoch)
     for name in restored:
@@ -147,3 +151,55 @@ def test_l2_optimum_matches_scikit_learn():
     reference.fit(data.x["train"], data.t["train"])
     np.testing.assert_allclose(model.weights[:, 0], reference.coef_[0], atol=1e-5)
     np.testing.assert_allclose(model.bias, reference.intercept_, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [None, 8])
+@pytest.mark.parametrize("kind", ["logistic", "softmax"])
+def test_training_is_correct_from_any_starting_weights(kind, batch_size):
+    """Started from non-zero weights on data with a column that is dark in training
+    and lit in validation: the evaluation counts that column's weights and the
+    penalty decays them, as plain NumPy does, on both training paths."""
+    data = blobs(kind, d=6)
+    dark = 5
+    data.x["train"][:, dark] = 0.0
+    data.x["val"][:, dark] = 3.0
+    lr, l2 = 0.1, 0.5
+    objective = Objective.of(kind, l2)
+    model = LinearModel.zeros(kind, 6, data.n_classes)
+    rng = np.random.default_rng(4)
+    model.weights[:] = rng.normal(size=model.weights.shape)
+    model.bias[:] = rng.normal(size=model.bias.shape)
+    start = model.copy()
+    schedule = Schedule(lr, batch_size, 0.0, max_epochs=1, patience=10)
+    seen = {}
+
+    def on_eval(epoch, values):
+        seen[epoch] = model.weights.copy()
+
+    rng = np.random.default_rng(0)
+    history = train(model, data, schedule, rng, objective, on_eval)
+
+    def plain_loss(weights, bias, split):
+        z = data.x[split] @ weights + bias
+        t = data.t[split]
+        if kind == "logistic":
+            return np.mean(np.logaddexp(0.0, z[:, 0]) - t * z[:, 0])
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return -np.mean(log_p[np.arange(len(t)), t])
+
+    expected = plain_loss(start.weights, start.bias, "val")
+    assert history.at(0)["val_loss"] == pytest.approx(expected, rel=1e-5)
+    # the dark column's data gradient is 0: each step multiplies it by 1 - lr l2
+    n, batch = len(data.x["train"]), batch_size or len(data.x["train"])
+    steps = -(-n // batch)
+    decayed = start.weights[dark] * (1 - lr * l2) ** steps
+    np.testing.assert_allclose(seen[1][dark], decayed, rtol=1e-5)
+    after = history.at(1)["val_loss"]
+    assert np.isfinite(after)
+    if batch_size is None:  # one full-batch step: the same as plain NumPy's
+        x, t = data.x["train"], data.t["train"]
+        _, grad_w, grad_b = objective.value_and_gradient(start, x, t)
+        weights = start.weights - lr * grad_w
+        bias = start.bias - lr * grad_b
+        assert after == pytest.approx(plain_loss(weights, bias, "val"), rel=1e-5)

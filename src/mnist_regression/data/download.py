@@ -25,9 +25,9 @@ from urllib.request import url2pathname
 import pooch
 import requests
 
-from ..errors import DataError, MissingInputError, UserError
-from ..io import make_readable, sha256_of
-from ..npm import NpmError, extract, npm_pack
+from ..common.errors import DataError, MissingInputError, UserError
+from ..common.io import make_readable, sha256_of
+from .npm import NpmError, extract, npm_pack
 
 log = logging.getLogger(__name__)
 

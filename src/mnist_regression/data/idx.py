@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..common.errors import UserError
 
 DTYPES = {
     0x08: np.dtype("u1"),

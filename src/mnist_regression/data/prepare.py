@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from ..config import ConfigError, plain, require
-from ..errors import DataError, MissingInputError
-from ..io import save_json, save_npz
+from ..common.config import ConfigError, plain, require
+from ..common.errors import DataError, MissingInputError
+from ..common.io import save_json, save_npz
 from .idx import IdxError, read_idx
 
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")

@@ -10,8 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..cli import run_stage
-from ..config import data_section, load_params
+from ..common.cli import run_stage
+from ..common.config import data_section, load_params
 from ..data.download import build_sources, fetch_all
 
 

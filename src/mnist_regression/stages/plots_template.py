@@ -12,11 +12,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..cli import run_stage
-from ..config import load_params
-from ..errors import UserError
-from ..io import atomic_write
-from ..npm import NpmError, extract, npm_pack
+from ..common.cli import run_stage
+from ..common.config import load_params
+from ..common.errors import UserError
+from ..common.io import atomic_write
+from ..data.npm import NpmError, extract, npm_pack
 
 # The versions DVC's own renderer asks the CDN for, and their browser bundles.
 SCRIPTS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import run_stage
-from ..config import data_section, load_params
+from ..common.cli import run_stage
+from ..common.config import data_section, load_params
 from ..data.download import verify_raw
 from ..data.prepare import prepare
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import run_stage
-from ..config import load_params, train_config
-from ..errors import UserError
-from ..report import build_report
+from ..common.cli import run_stage
+from ..common.config import load_params, train_config
+from ..common.errors import UserError
+from ..study.report import build_report
 
 
 def main(argv: list[str]) -> None:
@@ -27,20 +27,20 @@ def main(argv: list[str]) -> None:
 def register(cfg) -> None:
     """The study's best model of each task in the MLflow Model Registry, aliased
     ``champion``; a store that cannot be used costs only a warning."""
-    from mlflow.tracking import MlflowClient
-
-    from ..report import STAGES
-    from ..serving import ALIAS, register_champions
-    from ..store import describe_failure, prepare_target, resolve_target
+    from ..study.report import training_stages
+    from ..tracking.serving import ALIAS, register_champions
+    from ..tracking.session import open_session
+    from ..tracking.target import describe_failure, resolve_target
 
     target = resolve_target(cfg.tracking.uri)
     try:
-        prepare_target(target)
-        client = MlflowClient(target.uri)
-        experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+        session = open_session(target)
+        experiment = session.find_experiment(cfg.tracking.experiment)
         if experiment is None:
             return
-        found = register_champions(client, experiment.experiment_id, list(STAGES))
+        found = register_champions(
+            session.client, experiment, [stage.name for stage in training_stages()]
+        )
     except UserError as err:
         print(f"warning: models not registered: {err}", file=sys.stderr)
         return

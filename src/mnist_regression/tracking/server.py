@@ -2,7 +2,7 @@
 
 Command line (the admin password never on the command line or in git)::
 
-    MLFLOW_AUTH_ADMIN_PASSWORD=... python -m mnist_regression.server \\
+    MLFLOW_AUTH_ADMIN_PASSWORD=... python -m mnist_regression.tracking.server \\
         --backend-store-uri postgresql+psycopg://mlflow@db-host/mlflow \\
         --auth-db postgresql+psycopg://mlflow@db-host/mlflow_auth \\
         --artifacts-destination /srv/mlflow/artifacts \\
@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 
@@ -89,10 +89,10 @@ def command(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli import main_guard
+    from ..common.cli import main_guard
 
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_regression.server",
+        prog="python -m mnist_regression.tracking.server",
         description="Start an MLflow tracking server on PostgreSQL with basic-auth.",
     )
     parser.add_argument("--backend-store-uri", required=True, help="runs' database")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..core.training import SPLITS, History
 from .run_figures import WEIGHT_COLORS
-from .training import SPLITS, History
 
 LOSS_LABEL = "mean cross-entropy (nats)"
 SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
@@ -55,3 +55,23 @@ def draw_curves(ax_loss, ax_acc, history: History) -> None:
 def save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def sweep_figure(labelled: list[tuple[str, History]], title: str):
+    """Validation loss and accuracy per epoch of each job of a sweep."""
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4.2))
+    for label, history in labelled:
+        (line,) = ax_loss.plot(history.epoch, history.metrics["val_loss"], label=label)
+        accuracy = 100 * np.asarray(history.metrics["val_accuracy"])
+        ax_acc.plot(history.epoch, accuracy, color=line.get_color())
+        best = history.epoch.index(history.best_epoch)
+        ax_acc.plot(history.best_epoch, accuracy[best], "o", color=line.get_color())
+    ax_loss.set_ylabel(f"validation {LOSS_LABEL}")
+    ax_acc.set_ylabel("validation accuracy (%), best epoch marked")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7, ncol=1 + len(labelled) // 8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .config import AUTO_RATE
-from .errors import UserError
-from .fused import FusedPasses, Scores
+from ..common.config import AUTO_RATE
+from ..common.errors import UserError
 from .models import LinearModel, curvature_at_zero, stable_rate
+from .objective import Objective
+from .passes import FusedPasses, Scores
 
 SPLITS = ("train", "val", "test")
 METRICS = (
@@ -122,13 +123,14 @@ class Schedule:
 
 
 def with_stable_rate(
-    schedule: Schedule, data: Dataset, kind: str, l2: float
+    schedule: Schedule, data: Dataset, objective: Objective
 ) -> Schedule:
     """``schedule``, its ``lr=auto`` replaced by ``stable_rate`` of the training
-    set under the penalty ``l2``."""
+    set under the objective's penalty."""
     if schedule.lr != AUTO_RATE:
         return schedule
-    rate = stable_rate(data.x["train"], kind, data.n_classes, l2)
+    kind = objective.loss.model
+    rate = stable_rate(data.x["train"], kind, data.n_classes, objective.l2)
     return replace(schedule, lr=rate)
 
 
@@ -153,19 +155,20 @@ def train(
     data: Dataset,
     schedule: Schedule,
     rng: np.random.Generator,
-    l2: float = 0.0,
-    l2_bias: bool = False,
+    objective: Objective | None = None,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
-    """Train ``model`` in place; on return it holds the best weights seen.
+    """Minimise ``objective`` (default: the model's loss alone) from the model's
+    current weights, in place; on return it holds the best weights seen.
 
     Overflow or an invalid value anywhere in the arithmetic raises at once and
     becomes a DivergenceError, instead of warning and carrying NaN along.
     """
+    objective = objective or Objective.of(model.kind)
     progress = {"epoch": 0}
     try:
         with np.errstate(over="raise", invalid="raise", divide="raise"):
-            history = _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress)
+            history = _train(model, data, schedule, rng, objective, on_eval, progress)
     except FloatingPointError:
         what = "the loss is not finite"
     else:
@@ -177,20 +180,16 @@ def train(
         progress["epoch"] = history.epoch[int(np.argmax(losses))]
     raise DivergenceError(
         f"training diverged in epoch {progress['epoch']} ({what}): "
-        + blame(data, model.kind, schedule, l2)
+        + blame(data, model.kind, schedule, objective.l2)
     ) from None
 
 
-def _train(model, data, schedule, rng, l2, l2_bias, on_eval, progress) -> History:
-    with FusedPasses(model.kind, data.x, data.t) as passes:
-        return _descend(
-            model, data, passes, schedule, rng, l2, l2_bias, on_eval, progress
-        )
+def _train(model, data, schedule, rng, objective, on_eval, progress) -> History:
+    with FusedPasses(objective, data.x, data.t, model.weights) as passes:
+        return _descend(model, data, passes, schedule, rng, on_eval, progress)
 
 
-def _descend(
-    model, data, passes, schedule, rng, l2, l2_bias, on_eval, progress
-) -> History:
+def _descend(model, data, passes, schedule, rng, on_eval, progress) -> History:
     x, t = data.x["train"], data.t["train"]
     n = len(x)
     batch = min(schedule.batch_size or n, n)
@@ -207,9 +206,9 @@ def _descend(
         return values["val_loss"]
 
     def descend(grad_w: np.ndarray, grad_b: np.ndarray, rows=slice(None)) -> None:
+        """One step along the objective's gradient (over the ``rows`` of W)."""
         nonlocal step
         rate = schedule.rate(step)
-        model.add_penalty(grad_w, grad_b, l2, l2_bias, rows)
         grad_w *= rate
         grad_b *= rate
         model.weights[rows] -= grad_w
@@ -217,7 +216,7 @@ def _descend(
         step += 1
 
     # Full batch: the pass that scores the training set also yields the gradient
-    # of the next step; the weights of never-lit pixels are left at 0.
+    # of the next step, over the columns the passes keep (the others stay 0).
     full_batch = batch == n
 
     def evaluated(epoch: int) -> bool:
@@ -243,7 +242,7 @@ def _descend(
                 idx = order[start : start + batch]
                 # A diverging step raises here: logits() checks that z is
                 # finite, and the arithmetic runs under np.errstate(raise).
-                descend(*model.gradients(x[idx], t[idx]))
+                descend(*passes.objective.gradient(model, x[idx], t[idx]))
                 if step == schedule.max_steps:
                     break
         if not evaluated(epoch):

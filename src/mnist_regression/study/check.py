@@ -12,7 +12,7 @@ git revision:
 
 Command line::
 
-    python -m mnist_regression.check [--rev HEAD] [--file reports/details.json]
+    python -m mnist_regression.study.check [--rev HEAD] [--file reports/details.json]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .errors import MissingInputError
-from .seed_study import SET_SIZE
+from ..common.errors import MissingInputError
+from .original import SET_SIZE
 
 RELATIVE = 1e-5
 DETAILS = Path("reports/details.json")
@@ -106,10 +106,10 @@ def committed(rev: str, path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli import main_guard
+    from ..common.cli import main_guard
 
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_regression.check",
+        prog="python -m mnist_regression.study.check",
         description="Compare the recomputed study (reports/details.json) with a "
         "committed one: accuracies to one image, losses to "
         f"{RELATIVE:g} relative, counts exactly.",

@@ -1,5 +1,5 @@
 """Copy the runs of one tracking store into another, with MLflow's own client:
-``python -m mnist_regression.migrate --to TARGET [--from SOURCE]``.
+``python -m mnist_regression.tracking.migrate --to TARGET [--from SOURCE]``.
 
 The move from the embedded SQLite store to a team's server: every run of the
 experiment keeps its name, times, status, parameters, tags, the whole history of
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .store import Target, default_target, describe_failure, prepare_target
+from .target import Target, default_target, describe_failure, prepare_target
 
 MIGRATED_FROM = "migrated_from"
 PARENT = "mlflow.parentRunId"
@@ -50,7 +50,7 @@ class Copied:
 def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
     from mlflow.tracking import MlflowClient
 
-    from .tracking import EXPERIMENT_TAGS
+    from .session import EXPERIMENT_TAGS
 
     source, target = MlflowClient(source_uri), MlflowClient(target_uri)
     found = source.get_experiment_by_name(experiment)
@@ -230,10 +230,10 @@ def _copy_registry(source, target, copied) -> None:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from .cli import main_guard
+    from ..common.cli import main_guard
 
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_regression.migrate",
+        prog="python -m mnist_regression.tracking.migrate",
         description="Copy an experiment's runs, metric histories, artifacts, logged "
         "and registered models from one tracking store to another (e.g. from the "
         "project's SQLite store to a team's server); safe to repeat.",

@@ -1,6 +1,6 @@
-"""The figures logged to MLflow: each run's weights as images, and the curves of
-a sweep's jobs side by side on the sweep's parent run (each run's own per-epoch
-metrics are charted by MLflow's UI itself).
+"""The figures logged to MLflow with each run: its weights as images (a sweep's
+curves are drawn by ``drawing.sweep_figure``; each run's own per-epoch metrics
+are charted by MLflow's UI itself).
 
 The weight images are drawn pixel by pixel with Pillow (matplotlib's colour map,
 no figure machinery): a run of a sweep pays milliseconds for them, not the
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import LinearModel
-from .training import History
+from ..core.models import LinearModel
 
 WEIGHT_COLORS = "RdBu_r"  # diverging, centred on zero: red for, blue against
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
@@ -98,25 +97,3 @@ def save_weight_pngs(
         weight_sheet(image[None], [label], f"weights of {label}", scale).save(
             directory / "weights" / f"{label}.png"
         )
-
-
-def sweep_figure(labelled: list[tuple[str, History]], title: str):
-    """Validation loss and accuracy per epoch of each job of a sweep."""
-    from .drawing import LOSS_LABEL, subplots
-
-    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4.2))
-    for label, history in labelled:
-        (line,) = ax_loss.plot(history.epoch, history.metrics["val_loss"], label=label)
-        accuracy = 100 * np.asarray(history.metrics["val_accuracy"])
-        ax_acc.plot(history.epoch, accuracy, color=line.get_color())
-        best = history.epoch.index(history.best_epoch)
-        ax_acc.plot(history.best_epoch, accuracy[best], "o", color=line.get_color())
-    ax_loss.set_ylabel(f"validation {LOSS_LABEL}")
-    ax_acc.set_ylabel("validation accuracy (%), best epoch marked")
-    for ax in (ax_loss, ax_acc):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    ax_loss.legend(fontsize=7, ncol=1 + len(labelled) // 8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

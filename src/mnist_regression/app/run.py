@@ -15,16 +15,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from . import provenance
-from .cli import check_stop
-from .config import AUTO_RATE
-from .data.prepare import check_prepared_settings, load_task
-from .io import save_json, save_npz, sha256_of
-from .losses import TASKS
-from .models import LinearModel
-from .results import write_histories
-from .tracking import open_run
-from .training import (
+from ..common.cli import check_stop
+from ..common.config import AUTO_RATE
+from ..common.io import save_json, save_npz, sha256_of
+from ..core.losses import TASKS
+from ..core.models import LinearModel
+from ..core.objective import Objective
+from ..core.training import (
     SPLITS,
     Dataset,
     DivergenceError,
@@ -33,6 +30,10 @@ from .training import (
     train,
     with_stable_rate,
 )
+from ..data.prepare import check_prepared_settings, load_task
+from ..tracking import provenance
+from ..tracking.run_log import open_run
+from .results import write_histories
 
 log = logging.getLogger("mnist_regression")
 # Set by a sweep's main process: the MLflow run its jobs are children of.
@@ -114,11 +115,13 @@ def run_training(
     data = Dataset.from_arrays(arrays)
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     labels = class_labels(cfg, kind, data.n_classes)
+    objective = Objective.of(kind, cfg.model.l2, cfg.model.l2_bias)
     schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
-    schedule = with_stable_rate(schedule, data, kind, cfg.model.l2)
-    if cfg.optimizer.lr == AUTO_RATE:
-        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
+    schedule = with_stable_rate(schedule, data, objective)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if cfg.optimizer.lr == AUTO_RATE:  # logged and saved: the rate used
+        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
+        resolved["optimizer"]["lr"] = schedule.lr
     digest = sha256_of(prepared / f"{task}.npz")
     all_tags = {
         "model": kind,
@@ -159,8 +162,7 @@ def run_training(
                 data,
                 schedule,
                 np.random.default_rng(cfg.seed),
-                cfg.model.l2,
-                cfg.model.l2_bias,
+                objective,
                 on_eval,
             )
         except DivergenceError as err:
@@ -209,7 +211,7 @@ def save_failure(directory: Path, label: str, reason: str, config: dict) -> None
 
 
 def log_artifacts(run, model, labels, resolved, title) -> None:
-    from . import run_figures
+    from ..figures import run_figures
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

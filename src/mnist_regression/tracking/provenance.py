@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .config import plain
+from ..common.config import plain
 
 # The project's own tree: its conf/ holds the defaults, its git the commit (inside
 # DVC, $DVC_ROOT is the workspace being run instead).
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 ENTRY_POINT = "mnist_regression.train"
 # Settings shown in run names when they differ from conf/, with their short name.
 NAMED = {

@@ -1,23 +1,26 @@
 """The ``report`` stage: figures, DVC metrics and plot data, and results.md.
 
 Every number in results.md is read from the training stages' outputs; only the
-seed study's own published figures are constants, in ``seed_study.SEED_STUDY``.
+seed study's own published figures are constants, in ``original.SEED_STUDY``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig
 
-from . import losses, seed_study
-from . import study_figures as figures
-from .data.prepare import load_task
-from .drawing import save
-from .errors import DataError
-from .io import atomic_write, save_json
-from .results import Job, read_stage, write_histories
-from .seed_study import Reading, accuracies, over_seeds
+from ..app.results import Job, read_stage, write_histories
+from ..common.errors import DataError
+from ..common.io import atomic_write, save_json
+from ..core import losses
+from ..data.prepare import load_task
+from ..figures.drawing import save
+from ..tracking.target import project_root
+from . import figures, original
+from .original import Reading, accuracies, over_seeds
 
 # Significant digits of the committed numbers (details.json, plot data): float32
 # training determines about 7, and another processor moves the 7th or 8th.
@@ -33,14 +36,42 @@ def significant(tree, digits: int = DIGITS):
     return tree
 
 
-STAGES = {  # stage -> parameter that its jobs vary (None: several, kept in order)
-    "models": None,
-    "seed_readings": None,
-    "logistic_lr": "optimizer.lr",
-    "logistic_anneal": "optimizer.anneal_k",
-    "logistic_l2": "model.l2",
-    "softmax_l2": "model.l2",
-}
+@dataclass(frozen=True)
+class TrainingStage:
+    """A training stage of dvc.yaml: its name, its folder of ``results/``, and the
+    one parameter its jobs vary (None: several, kept in the sweep's order)."""
+
+    name: str
+    folder: str
+    varies: str | None
+
+
+def training_stages(pipeline: Path | None = None) -> list[TrainingStage]:
+    """The training stages of ``dvc.yaml`` (those that run the Hydra app)."""
+    pipeline = pipeline or project_root() / "dvc.yaml"
+    found = []
+    for name, stage in yaml.safe_load(pipeline.read_text())["stages"].items():
+        entries = stage.get("foreach")
+        if entries is None:
+            entries = {None: {"vary": stage["cmd"]}}
+            command = stage["cmd"]
+        else:
+            command = stage["do"]["cmd"]
+        if "${train}" not in command:  # the Hydra app (vars: train)
+            continue
+        for key, item in entries.items():
+            swept = [
+                setting
+                for setting, _, value in (
+                    t.partition("=") for t in item["vary"].split()
+                )
+                if ("," in value or "${study." in value)
+                and not setting.startswith(("hydra", "output_dir"))
+            ]
+            varies = swept[0].lstrip("+") if len(swept) == 1 else None
+            full = f"{name}@{key}" if key else name
+            found.append(TrainingStage(full, key or name, varies))
+    return found
 
 
 def sweep_metrics(jobs: list[Job], key: str) -> dict:
@@ -103,8 +134,8 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
     row = preset["softmax"].row
     lines = [
         "Each accuracy is followed by its 95% Wilson interval for the size of its "
-        f"set. The sets: 2 vs 3, {seed_study.images_per_point(preset['logistic'].row)};"
-        f" 10 digits, {seed_study.images_per_point(row)}.",
+        f"set. The sets: 2 vs 3, {original.images_per_point(preset['logistic'].row)};"
+        f" 10 digits, {original.images_per_point(row)}.",
         "",
         '### What an "iteration" was',
         "",
@@ -115,9 +146,9 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
         f"{settings(preset['logistic'].job)} for 2 vs 3, "
         f"{settings(preset['softmax'].job)} for 10 digits, batch as in the table.",
         "",
-        *seed_study.readings_table(readings),
+        *original.readings_table(readings),
         "",
-        *(seed_study.verdict(model, rs) for model, rs in readings.items()),
+        *(original.verdict(model, rs) for model, rs in readings.items()),
         "",
         "### Our defaults, over seeds",
         "",
@@ -125,15 +156,15 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
         f"({settings(models['logistic'])}); the interval is that of the mean's "
         "accuracy on its set.",
         "",
-        *seed_study.seeds_table({m: metrics[m] for m in ("logistic", "softmax")}),
+        *original.seeds_table({m: metrics[m] for m in ("logistic", "softmax")}),
         "",
         "### The gaps",
         "",
     ]
     for model in ("logistic", "softmax"):
-        for sentence in seed_study.gaps(model, preset[model], metrics[model]):
+        for sentence in original.gaps(model, preset[model], metrics[model]):
             lines += [f"- {sentence}"]
-        easier = seed_study.last_images_easier(model, preset[model].row)
+        easier = original.last_images_easier(model, preset[model].row)
         if easier:
             lines += [f"- {easier}"]
     return lines
@@ -250,14 +281,16 @@ def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: P
 def build_report(cfg: DictConfig) -> dict:
     """Read every training stage, write metrics, plot data, figures, results.md."""
     results, reports = Path(cfg.study.results_dir), Path(cfg.study.reports_dir)
+    training = {stage.folder: stage for stage in training_stages()}
     stages, failed = {}, {}
-    for name, key in STAGES.items():
-        stages[name], failed[name] = read_stage(results / name, key)
+    for name, stage in training.items():
+        stages[name], failed[name] = read_stage(results / name, stage.varies)
     for name in ("models", "seed_readings"):
         for job in failed[name]:
             raise DataError(
-                f"stage {name}: run '{job.label}' failed ({job.reason}); the report "
-                f"needs it: fix its settings, then `dvc repro {name}`"
+                f"stage {training[name].name}: run '{job.label}' failed "
+                f"({job.reason}); the report needs it: fix its settings, then "
+                f"`dvc repro {training[name].name}`"
             )
     data = {
         "logistic": load_task(cfg.data.prepared_dir, "binary"),
@@ -282,7 +315,7 @@ def build_report(cfg: DictConfig) -> dict:
             (job for job, _ in seeded if job.param("seed") == cfg.seed), seeded[0][0]
         )
         readings[model] = [
-            Reading(seed_study.reading(job), job, row)
+            Reading(original.reading(job), job, row)
             for job, row in rows(stages["seed_readings"], model)
         ]
     metrics["seed_readings"] = {
@@ -290,11 +323,11 @@ def build_report(cfg: DictConfig) -> dict:
         for model, rs in readings.items()
     }
     for name in ("logistic_lr", "logistic_anneal", "logistic_l2", "softmax_l2"):
-        metrics[name] = sweep_metrics(stages[name], STAGES[name])
+        metrics[name] = sweep_metrics(stages[name], training[name].varies)
     save_json(reports / "details.json", significant(metrics))
     save_json(reports / "metrics.json", headline(metrics))
-    for name, key in STAGES.items():
-        write_plot_data(reports / "plots" / f"{name}.csv", stages[name], key)
+    for name, stage in training.items():
+        write_plot_data(reports / "plots" / f"{name}.csv", stages[name], stage.varies)
     described = draw_figures(stages, models["softmax"], data, reports / "figures")
     section = comparison(metrics, readings, models)
     write_markdown(reports / "results.md", section, described, failed)

@@ -1,15 +1,16 @@
-"""MLflow behind a small interface; ``NullRun`` stands in when tracking is off.
+"""What a run logs, and how: MLflow behind a small interface; ``NullRun`` stands
+in when tracking is off.
 
 The target (``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<root>/mlruns/mlflow.db`` with artifacts in ``<root>/mlruns/artifacts``,
 root being ``$DVC_ROOT`` inside a DVC stage) is checked before training starts
-(``store.prepare_target``). Per-epoch metrics are buffered and written with
+(``target.prepare_target``). Per-epoch metrics are buffered and written with
 ``log_batch`` at most every ``flush_seconds`` and when the run ends.
 
 Tracking never costs a result: a failed write mid-run is kept and tried again at
 the next flush; at the end each write is retried with backoff for up to
 ``retry_seconds``, and what still fails is kept in ``mlflow-pending/`` beside the
-run's outputs, for ``python -m mnist_regression.store replay``. A run ends
+run's outputs, for ``python -m mnist_regression.tracking.store replay``. A run ends
 FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM); a second signal
 cannot break that ending.
 """
@@ -28,9 +29,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from . import store
-from .cli import check_stop, shutting_down
-from .errors import Terminated
+from ..common.cli import check_stop, shutting_down
+from ..common.errors import Terminated
+from .liveness import mark_stale_runs, process_tags
+from .pending import keep_pending
+from .session import log_params, metric_batches, open_session
+from .target import describe_failure, resolve_target
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -93,7 +97,7 @@ class MlflowRun(NullRun):
         self.dataset = dataset
         self.flush_seconds = flush_seconds
         self.retry_seconds = float(cfg.retry_seconds)
-        self.target = store.resolve_target(cfg.uri)
+        self.target = resolve_target(cfg.uri)
         self._metrics: list = []  # Metric entities not yet written
         self._tags: dict[str, str] = {}  # tags not yet written
         self._artifacts: Path | None = None  # a copy of artifacts not yet written
@@ -102,20 +106,21 @@ class MlflowRun(NullRun):
 
     def __enter__(self) -> MlflowRun:
         from mlflow.entities import RunTag
-        from mlflow.tracking import MlflowClient
 
-        store.prepare_target(self.target)
+        session = open_session(self.target)
         try:
-            self.client = MlflowClient(self.target.uri)
-            self.experiment_id = experiment_id = self._experiment_id()
-            store.mark_stale_runs(self.client, [experiment_id])
+            self.client = session.client
+            self.experiment_id = experiment_id = session.experiment_id(
+                str(self.cfg.experiment)
+            )
+            mark_stale_runs(self.client, [experiment_id])
             run = self.client.create_run(
                 experiment_id,
                 run_name=self.run_name,
-                tags={**self.tags, **store.process_tags()},
+                tags={**self.tags, **process_tags()},
             )
             self.run_id = run.info.run_id
-            store.log_params(self.client, self.run_id, self.params)
+            log_params(self.client, self.run_id, self.params)
             self.client.log_batch(
                 self.run_id, tags=[RunTag("mlflow.runName", self.run_name)]
             )
@@ -124,13 +129,10 @@ class MlflowRun(NullRun):
         except Exception as err:
             check_stop()  # an interrupt that a library turned into another error
             raise self.target.fail(
-                f"cannot start a run ({store.describe_failure(err)})",
+                f"cannot start a run ({describe_failure(err)})",
                 "check the store, or set tracking.enabled=false to train without it",
             ) from None
         return self
-
-    def _experiment_id(self) -> str:
-        return experiment_id(self.client, self.target, str(self.cfg.experiment))
 
     def _log_dataset(self) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -161,7 +163,7 @@ class MlflowRun(NullRun):
             except (KeyboardInterrupt, Terminated):
                 raise
             except Exception as err:
-                self.last_error = store.describe_failure(err)
+                self.last_error = describe_failure(err)
             if time.monotonic() + delay > deadline:
                 return False
             time.sleep(delay)
@@ -192,12 +194,11 @@ class MlflowRun(NullRun):
                 self._tags = {}
             else:
                 ok = False
-        while ok and self._metrics:
-            chunk = self._metrics[:1000]
-            if self._try(write(metrics=chunk), budget):
-                self._metrics = self._metrics[len(chunk) :]
-            else:
+        for chunk in metric_batches(self._metrics) if ok else []:
+            if not self._try(write(metrics=chunk), budget):
                 ok = False
+                break
+            self._metrics = self._metrics[len(chunk) :]
         self._last_flush = time.monotonic()
         if not ok:
             self._warn()
@@ -285,15 +286,15 @@ class MlflowRun(NullRun):
             "status": status,
             "end_time": end_time,
         }
-        folder = store.keep_pending(self.keep_dir, record, self._artifacts)
+        folder = keep_pending(self.keep_dir, record, self._artifacts)
         self._drop_artifacts()
         print(
             f"warning: tracking store {self.target.uri}: "
             f"{getattr(self, 'last_error', 'interrupted')}; "
             f"kept {len(record['metrics'])} metric values"
             + (f", status {status}" if status else "")
-            + f" in {folder}: `python -m mnist_regression.store replay {folder}` "
-            "writes them into MLflow",
+            + f" in {folder}: `python -m mnist_regression.tracking.store replay "
+            f"{folder}` writes them into MLflow",
             file=sys.stderr,
         )
 
@@ -326,43 +327,6 @@ def fluent_target(uri: str, experiment_id: str):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-EXPERIMENT_TAGS = {
-    # the UI opens a model-training experiment on its runs (not on GenAI traces)
-    "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": (
-        "Logistic regression (MNIST 2 vs 3) and softmax regression (10 digits) in "
-        "NumPy, after a 2019 course study; `dvc repro` rebuilds the whole study.\n\n"
-        "A run is named after its model and every setting that differs from the "
-        "defaults in conf/ (e.g. `softmax l2=0.01 lr=0.1`). A sweep (Hydra multirun, "
-        "and so each DVC training stage) is a parent run with its jobs as children; "
-        "the parent records the grid and its best job. Tags: `dvc.stage`, "
-        "`dvc.experiment` (inside `dvc exp run`), `mlflow.source.git.commit`, "
-        "`git_dirty`, `data_sha256`, `host`, `pid`."
-    ),
-}
-
-
-def experiment_id(client, target: store.Target, name: str) -> str:
-    """The experiment's id, creating it (with its kind and description) if new."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        artifacts = None
-        if target.sqlite_path is not None:
-            artifacts = store.artifact_root(target.sqlite_path)
-        try:
-            return client.create_experiment(
-                name, artifact_location=artifacts, tags=EXPERIMENT_TAGS
-            )
-        except Exception:  # created meanwhile by a parallel job
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if "mlflow.experimentKind" not in experiment.tags:  # made by an older version
-        for key, value in EXPERIMENT_TAGS.items():
-            client.set_experiment_tag(experiment.experiment_id, key, value)
-    return experiment.experiment_id
 
 
 def open_run(

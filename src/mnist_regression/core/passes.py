@@ -6,12 +6,13 @@ logits ``X W``, once more for the gradient ``X^T dz``, with the loss in between.
 Here each block of rows (``BLOCK_ROWS``) goes through the logits, the loss, the
 accuracy and its share of the gradient while it is still in cache, and the
 blocks are split between threads, one per core, with BLAS held to one thread
-each (threadpoolctl). Pixel columns that are zero in every training image are
-dropped from the products: gradient descent from w = 0 never moves their
-weights (their data gradient is exactly 0, and so is the penalty's), so their
-contribution to every logit stays exactly 0. Pixels are kept as the bytes
-they came from, a quarter of the memory to stream: a block is cast to floats
-0-255 and the 1/255 moves to the weights and the gradient. Results equal the
+each (threadpoolctl). Pixel columns that are zero in every training image, and
+whose weights are 0 at the start, are dropped from the products: gradient
+descent never moves those weights (their data gradient is exactly 0, and so is
+the penalty's), so their contribution to every logit stays exactly 0; a column
+with a weight is kept, so training may start from any weights. Pixels are kept
+as the bytes they came from, a quarter of the memory to stream: a block is cast
+to floats 0-255 and the 1/255 moves to the weights and the gradient. Results equal the
 naive products up to float32 rounding (the sums run in another order).
 """
 
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .losses import LOSSES
 from .models import finite_logits
+from .objective import Objective
 
 BLOCK_ROWS = 1024  # 1,024 x 692 float32 rows: 2.8 MB, one core's share of L2/L3
 _controller = None
@@ -75,8 +76,8 @@ def _blas():
 
 @dataclass
 class Scores:
-    """One pass: mean loss and accuracy, and, if asked for, the data gradient
-    (dJ/dW over the kept columns, dJ/db) without the penalty."""
+    """One pass: mean loss and accuracy (the data term alone), and, if asked for,
+    the objective's gradient (dJ/dW over the kept columns, dJ/db)."""
 
     loss: float
     accuracy: float
@@ -85,20 +86,30 @@ class Scores:
 
 
 class FusedPasses:
-    """Loss, accuracy and gradient of every split of a data set, fused."""
+    """Loss, accuracy and gradient of every split of a data set, fused.
+
+    ``weights``: the weights training starts from (default: zeros); columns dark
+    in training are dropped only where these are 0.
+    """
 
     def __init__(
         self,
-        kind: str,
+        objective: Objective,
         x: Mapping[str, np.ndarray],
         t: Mapping[str, np.ndarray],
+        weights: np.ndarray | None = None,
         threads: int | None = None,
     ):
-        self.loss = LOSSES[kind]
+        self.objective = objective
+        self.loss = objective.loss
         # each split as bytes where it holds pixels; then its kept columns
         as_pixels = {split: as_bytes(x[split]) for split in x}
         source = {s: x[s] if b is None else b for s, b in as_pixels.items()}
-        self.keep = np.flatnonzero(source["train"].any(axis=0))
+        used = source["train"].any(axis=0)
+        if weights is not None:
+            used |= np.asarray(weights).any(axis=1)
+        self.keep = np.flatnonzero(used)
+        self.dropped = np.flatnonzero(~used)
         self.x = {s: np.take(a, self.keep, axis=1) for s, a in source.items()}
         self.t = dict(t)
         self.threads = threads or cores()
@@ -124,7 +135,12 @@ class FusedPasses:
         self, model, splits: list[str], gradient: str | None = None
     ) -> dict[str, Scores]:
         """The scores of ``splits`` at the current weights, in one dispatch over
-        the threads, with the data gradient of the split ``gradient``."""
+        the threads, with the objective's gradient on the split ``gradient``."""
+        if model.weights[self.dropped].any():
+            raise ValueError(
+                "weights of columns dropped as dark in training are not 0: pass "
+                "the starting weights to FusedPasses"
+            )
         weights = model.weights[self.keep]
         # bytes are pixel values 0-255: their logits are bytes @ (W / 255)
         per_byte = weights / PIXEL_SCALE
@@ -183,5 +199,8 @@ class FusedPasses:
                 if self.x[split].dtype == np.uint8:
                     scores.grad_w /= PIXEL_SCALE
                 scores.grad_b = sum(p[3] for p in grads[1:]) + grads[0][3]
+                self.objective.add_penalty_gradient(
+                    model, scores.grad_w, scores.grad_b, self.keep
+                )
             found[split] = scores
         return found

@@ -1,13 +1,8 @@
-"""Logistic and softmax regression: predictions, loss and gradient. No I/O.
+"""Logistic and softmax regression: weights, logits and predictions. No I/O.
 
 A model holds ``weights`` W (d, k) and ``bias`` b (k,), with k = 1 for logistic
-regression and k = number of classes for softmax. For a batch X (n, d) with targets
-t (n,), the objective minimised is
-
-    J(W, b) = CE(X W + b, t) + l2/2 ||W||^2  [+ l2/2 ||b||^2 if l2_bias]
-
-where CE is the mean cross-entropy of ``losses``. The gradient is the analytic one,
-dJ/dW = X^T (y - t) / n + l2 W: the ``(t - y) x`` rule with the sign of descent.
+regression and k = number of classes for softmax; its scores of a batch X (n, d)
+are the logits X W + b (n, k). What training minimises is in ``objective``.
 """
 
 from __future__ import annotations
@@ -68,61 +63,6 @@ class LinearModel:
         """
         z = self.logits(x) if z is None else z
         return self.loss.loss(z, t), float(np.mean(self.loss.predict(z) == t))
-
-    def penalty(self, l2: float, l2_bias: bool = False) -> float:
-        """l2/2 ||W||^2 [+ l2/2 ||b||^2]."""
-        value = 0.5 * l2 * float(np.vdot(self.weights, self.weights))
-        if l2_bias:
-            value += 0.5 * l2 * float(np.vdot(self.bias, self.bias))
-        return value
-
-    def loss_and_grad(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        l2: float = 0.0,
-        l2_bias: bool = False,
-    ) -> tuple[float, np.ndarray, np.ndarray]:
-        """J(W, b) and its gradients (dJ/dW, dJ/db) on the batch (x, t)."""
-        z = self.logits(x)
-        loss = self.loss.loss(z, t)
-        if l2:
-            loss += self.penalty(l2, l2_bias)
-        return (loss, *self.gradients(x, t, l2, l2_bias, z))
-
-    def gradients(
-        self,
-        x: np.ndarray,
-        t: np.ndarray,
-        l2: float = 0.0,
-        l2_bias: bool = False,
-        z: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(dJ/dW, dJ/db) on the batch (x, t), without computing J itself.
-
-        ``z``, if given, are the logits of ``x`` under the current weights.
-        """
-        z = self.logits(x) if z is None else z
-        dz = self.loss.gradient(z, t)
-        grad_w = x.T @ dz
-        grad_b = dz.sum(axis=0)
-        self.add_penalty(grad_w, grad_b, l2, l2_bias)
-        return grad_w, grad_b
-
-    def add_penalty(
-        self,
-        grad_w: np.ndarray,
-        grad_b: np.ndarray,
-        l2: float,
-        l2_bias: bool = False,
-        rows=slice(None),
-    ) -> None:
-        """Add the penalty's gradient, l2 W [and l2 b], to a data gradient in
-        place; ``grad_w`` covers the ``rows`` of W."""
-        if l2:
-            grad_w += l2 * self.weights[rows]
-            if l2_bias:
-                grad_b += l2 * self.bias
 
     def weight_norm(self) -> float:
         """Euclidean length of W (the bias excluded)."""

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingInputError
-from .io import atomic_write
-from .models import LinearModel
-from .training import History
+from ..common.errors import MissingInputError
+from ..common.io import atomic_write
+from ..core.models import LinearModel
+from ..core.training import History
 
 
 @dataclass

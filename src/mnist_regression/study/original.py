@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
-from .results import Job
+from ..app.results import Job
 
 LAST_N = 2000
 # What the seed study reported (its write-up; not computed here): the value and

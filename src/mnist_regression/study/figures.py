@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import colormaps
 
-from .drawing import LOSS_LABEL, draw_curves, draw_weights, subplots
-from .models import LinearModel, curvature_at_zero
-from .results import Job
-from .run_figures import weight_images
-from .training import History
+from ..app.results import Job
+from ..core.models import LinearModel, curvature_at_zero
+from ..core.objective import Objective
+from ..core.training import History
+from ..figures.drawing import LOSS_LABEL, draw_curves, draw_weights, subplots
+from ..figures.run_figures import weight_images
 
 
 def _lambda_axis(ax, values) -> None:
@@ -214,10 +215,11 @@ def descent_losses(x, t, kind: str, n_classes: int, lr: float, l2: float):
     """Penalised training loss of full-batch gradient descent from w = 0, step by
     step, until ``STABILITY_STEPS`` or until the weights overflow."""
     model = LinearModel.zeros(kind, x.shape[1], n_classes)
+    objective = Objective.of(kind, l2)
     found = []
     for _ in range(STABILITY_STEPS + 1):
         try:
-            loss, grad_w, grad_b = model.loss_and_grad(x, t, l2)
+            loss, grad_w, grad_b = objective.value_and_gradient(model, x, t)
         except FloatingPointError:
             break
         found.append(loss)

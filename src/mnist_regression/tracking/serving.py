@@ -20,7 +20,7 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 
-from .models import LinearModel
+from ..core.models import LinearModel
 
 PACKAGE = Path(__file__).resolve().parent
 REGISTERED = {

@@ -1,0 +1,122 @@
+"""One job of the Hydra app: its config validated, the run trained, errors told
+in one line; and the app's entry point (the sweep guard registered, signals
+handled, Hydra's refusals of a command line in one line)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ..common import cli
+from ..common.config import train_config
+from ..common.errors import ConfigError, UserError
+from ..core.training import DivergenceError
+from ..tracking import provenance
+from .run import run_training
+from .sweep import close_sweep, forward_to_workers
+
+# ${pid:} in hydra.run.dir keeps runs started in the same second apart.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+log = logging.getLogger("mnist_regression")
+_MAIN_PID = os.getpid()
+
+
+def output_dir(cfg: DictConfig, hydra_cfg, multirun: bool) -> Path:
+    """``output_dir`` (one numbered folder per multirun job), else Hydra's own."""
+    if cfg.output_dir is None:
+        return Path(hydra_cfg.runtime.output_dir)
+    directory = Path(cfg.output_dir)
+    return directory / str(hydra_cfg.job.num) if multirun else directory
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """The body of the Hydra app: train one configuration; the final validation
+    loss (what a Hydra sweeper minimises), or None for a diverged sweep job."""
+    started = time.monotonic()
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if os.getpid() != _MAIN_PID:  # a joblib worker: signals end its run, then it
+        cli.install_signal_handlers()
+        cli.skip_final_collection()
+    overrides = list(hydra_cfg.overrides.task)
+    tags = {"hydra_overrides": " ".join(overrides)}
+    if multirun:
+        tags |= {"sweep": hydra_cfg.sweep.dir, "sweep_job": str(hydra_cfg.job.num)}
+    try:
+        cfg = train_config(cfg)
+        if cfg.progress is None and multirun:
+            cfg.progress = False
+        run_name = provenance.run_name(cfg)
+        out = output_dir(cfg, hydra_cfg, multirun)
+        result = run_training(cfg, out, run_name, run_name, tags)
+    except DivergenceError as err:
+        cli.print_error(err)
+        if multirun:
+            return None  # recorded as a FAILED run; the rest of the sweep goes on
+        sys.exit(1)
+    except UserError as err:
+        cli.print_error(err)
+        sys.exit(1)
+    except (KeyboardInterrupt, cli.Terminated) as err:
+        if os.getpid() == _MAIN_PID:
+            raise
+        sys.stderr.flush()
+        os._exit(cli.exit_code(err))  # a worker: end it, so the sweep stops
+    final = result.final
+    # Hydra's job logging: on the console and in the job's train.log
+    log.info(
+        "%s: best epoch %d of %d, val accuracy %.4f, test accuracy %.4f%s (%.1f s)",
+        run_name,
+        final["best_epoch"],
+        final["epochs_run"],
+        final["final_val_accuracy"],
+        final["final_test_accuracy"],
+        f", MLflow run {result.run_id}" if result.run_id else "",
+        time.monotonic() - started,
+    )
+    return final["final_val_loss"]
+
+
+SWEEP_GUARD = (
+    "++hydra.callbacks.sweep_guard._target_=mnist_regression.app.sweep.SweepGuard"
+)
+
+
+def with_override(args: list[str], override: str) -> list[str]:
+    """``args`` with ``override`` among its overrides: Hydra's parser takes them as
+    one run of positional arguments, so flags such as ``--cfg job`` may follow."""
+    for i, arg in enumerate(args):
+        if "=" in arg and not arg.startswith("-"):
+            return [*args[:i], override, *args[i:]]
+    return [*args, override]
+
+
+def entry_point(main) -> None:
+    """Hydra's ``main`` with the sweep guard registered and signal handling set up."""
+    sys.argv[1:] = with_override(sys.argv[1:], SWEEP_GUARD)
+    cli.install_signal_handlers(forward=forward_to_workers)
+    cli.main_guard(hydra_usage(main), cleanup=close_sweep)
+
+
+def hydra_usage(app):
+    """``app`` with Hydra's refusals of its command line (a ValueError raised by
+    Hydra itself, e.g. ``-m`` with ``--cfg``) turned into one line."""
+
+    def checked() -> None:
+        try:
+            app()
+        except ValueError as err:
+            frames = traceback.extract_tb(err.__traceback__)
+            if not frames or "hydra" not in Path(frames[-1].filename).parts:
+                raise
+            raise ConfigError(f"{err} (see --help)") from None
+
+    return checked

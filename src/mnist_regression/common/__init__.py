@@ -1,0 +1,1 @@
+"""What every layer uses: errors, file writing, configuration, the command line."""

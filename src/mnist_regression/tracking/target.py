@@ -1,0 +1,263 @@
+"""The MLflow tracking target: which store, checked before a run, created safely.
+
+``prepare_target`` checks the target before any training, within a bounded time:
+a SQLite store must be a complete MLflow database in a writable folder (a new one
+is created in a temporary file and renamed into place, so an interruption at any
+instant leaves either no store or a whole one); a server must answer its
+``/health`` endpoint. Anything else is one ``StoreError`` naming the setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..common.cli import check_stop
+from ..common.errors import StoreError
+
+LOCK_SECONDS = 10.0  # longest wait for the store's creation lock
+HEALTH_SECONDS = 5.0  # connect and read timeouts of a server's health check
+# MLflow's own HTTP client retries 7 times with backoff (about 4 minutes) by
+# default; the run keeps what fails and retries it itself.
+HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+# Tables of a complete store (a subset: enough to tell a half-made one).
+CORE_TABLES = {"alembic_version", "experiments", "runs", "metrics", "params", "tags"}
+
+
+@dataclass(frozen=True)
+class Target:
+    uri: str
+    setting: str  # what chose it: tracking.uri, MLFLOW_TRACKING_URI or the default
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.uri.startswith("sqlite:///"):
+            return Path(self.uri.removeprefix("sqlite:///"))
+        return None
+
+    def fail(self, problem: str, fix: str) -> StoreError:
+        return StoreError(
+            f"tracking store {self.uri} ({self.setting}): {problem}; {fix}"
+        )
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def resolve_target(uri: str | None) -> Target:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the project's store."""
+    if uri:
+        return Target(str(uri), "tracking.uri")
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return Target(os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI")
+    return default_target()
+
+
+def default_target() -> Target:
+    db = project_root() / "mlruns" / "mlflow.db"
+    return Target(f"sqlite:///{db}", "the default store, tracking.uri unset")
+
+
+def quiet_mlflow_logs() -> None:
+    """MLflow logs each failed store call with its stack and each migration step;
+    a run reports failures itself, in one line."""
+    for name in ("mlflow.store.db.utils", "alembic", "mlflow.store.db.db_types"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # and each retry of a server that went away, with the address and the reason
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    # and each logged model's steps (uv.lock found and copied, example validated)
+    for name in ("mlflow.utils.uv_utils", "mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # and each download of a run's artifacts, even of none
+    logging.getLogger("mlflow.store.artifact.artifact_repo").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def prepare_target(target: Target) -> None:
+    """Make sure runs can be recorded at ``target``; raise StoreError if not."""
+    for name, value in HTTP_ENV.items():
+        os.environ.setdefault(name, value)
+    quiet_mlflow_logs()
+    if target.sqlite_path is not None:
+        ensure_sqlite_store(target, target.sqlite_path)
+    elif target.uri.startswith(("http://", "https://")):
+        check_server(target)
+
+
+# --- SQLite -------------------------------------------------------------------
+
+
+def ensure_sqlite_store(target: Target, db: Path) -> None:
+    folder = db.parent
+    fix = "point tracking.uri or MLFLOW_TRACKING_URI at a writable folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with closing(_probe(folder)):
+            pass
+    except OSError as err:
+        raise target.fail(f"cannot write in {folder} ({err.strerror})", fix) from None
+    lock = FileLock(f"{db}.lock", timeout=LOCK_SECONDS)
+    try:
+        with lock:
+            _ensure_locked(target, db)
+    except Timeout:
+        raise target.fail(
+            f"another process has held {db}.lock for {LOCK_SECONDS:g} s",
+            "wait for it to finish, or remove the lock file if no run is active",
+        ) from None
+
+
+def _probe(folder: Path):
+    return tempfile.TemporaryFile(dir=folder, prefix=".write-probe-")
+
+
+def _ensure_locked(target: Target, db: Path) -> None:
+    for leftover in db.parent.glob(f".{db.name}.creating-*"):
+        leftover.unlink(missing_ok=True)  # an interrupted creation; we hold the lock
+    state, detail, n_runs = inspect_sqlite(db)
+    if state == "complete":
+        return
+    if state == "not a database":
+        raise target.fail(
+            f"{db} is not an SQLite database ({detail})",
+            "move the file aside, or point tracking.uri elsewhere",
+        )
+    if state == "foreign":
+        raise target.fail(
+            f"{db} is an SQLite database of another program (tables {detail})",
+            "point tracking.uri at a new file, e.g. sqlite:///mlruns/mlflow.db",
+        )
+    if state == "half-made":
+        if n_runs:
+            raise target.fail(
+                f"{db} was left half-migrated ({detail}) and holds {n_runs} runs",
+                "back it up, drop the tables named _alembic_tmp_*, then run "
+                f"`mlflow db upgrade sqlite:///{db}`",
+            )
+        aside = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(db, aside)
+        print(
+            f"note: {db} was a half-created MLflow store ({detail}), with no runs; "
+            f"moved it to {aside.name} and created a new one",
+            file=sys.stderr,
+        )
+    _create_sqlite_store(target, db)
+
+
+def inspect_sqlite(db: Path) -> tuple[str, str, int]:
+    """(state, detail, number of runs): missing, empty, complete, half-made, ..."""
+    if not db.exists():
+        return "missing", "", 0
+    try:
+        with closing(
+            sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=LOCK_SECONDS)
+        ) as con:
+            tables = {
+                row[0]
+                for row in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'"
+                )
+            }
+            version = None
+            if "alembic_version" in tables:
+                row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+                version = row[0] if row else None
+            runs = 0
+            if "runs" in tables:
+                runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err):
+            return "complete", "", 0  # in use by another process: a store
+        return "not a database", str(err), 0
+    if not tables:
+        return "missing", "", 0  # an empty file: nothing to keep
+    leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    if leftovers:
+        return (
+            "half-made",
+            f"table {leftovers[0]} left by an interrupted migration",
+            runs,
+        )
+    if not tables & {"alembic_version", "experiments"}:
+        return "foreign", ", ".join(sorted(tables)[:5]), 0
+    missing = CORE_TABLES - tables
+    if missing or version is None:
+        gap = f"tables {', '.join(sorted(missing))} missing" if missing else ""
+        return "half-made", gap or "no schema version recorded", runs
+    return "complete", "", runs
+
+
+def _create_sqlite_store(target: Target, db: Path) -> None:
+    """Create and migrate a store in a temporary file, then rename it into place."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_root(db))
+        store.engine.dispose()
+        os.replace(tmp, db)
+    except Exception as err:  # MLflow's, SQLAlchemy's, the file system's
+        # an interrupt that a library's cleanup replaced by an error of its own
+        check_stop()
+        raise target.fail(f"cannot create {db} ({err})", "check the folder") from None
+    finally:
+        for path in (tmp, Path(f"{tmp}-journal")):
+            path.unlink(missing_ok=True)
+
+
+def artifact_root(db: Path) -> str:
+    return (db.parent / "artifacts").as_uri()
+
+
+# --- servers --------------------------------------------------------------------
+
+
+def check_server(target: Target) -> None:
+    import requests
+
+    url = target.uri.rstrip("/") + "/health"
+    fix = "start the server, or point tracking.uri or MLFLOW_TRACKING_URI elsewhere"
+    try:
+        response = requests.get(url, timeout=(HEALTH_SECONDS, HEALTH_SECONDS))
+    except requests.ConnectionError as err:
+        reason = "connection refused" if "refused" in str(err) else "unreachable"
+        raise target.fail(f"the server does not answer ({reason})", fix) from None
+    except requests.Timeout:
+        raise target.fail(
+            f"the server did not answer within {HEALTH_SECONDS:g} s", fix
+        ) from None
+    except requests.RequestException as err:
+        raise target.fail(f"cannot reach the server ({err})", fix) from None
+    if response.status_code != 200:
+        raise target.fail(
+            f"{url} answered HTTP {response.status_code}",
+            "check that the address is an MLflow tracking server",
+        )
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for a failed store call: the cause, without MLflow's stack."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else type(err).__name__
+    if "database is locked" in str(err):
+        first = "database is locked"
+    refused = "Connection refused" in str(err) or "NewConnectionError" in str(err)
+    if refused and "API request to " in first:
+        # MLflow's text: the endpoint, then urllib3's retry report
+        endpoint = first.split("API request to ", 1)[1].split(" ", 1)[0]
+        return f"the server does not answer (connection refused) at {endpoint}"
+    return f"{type(err).__name__}: {first[:300]}"
