@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 # DVC stage commands call `python`: the one in .venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test ui check lint bench params lock clean-venv
+.PHONY: help run test ui compare lint bench params lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,10 +20,12 @@ help:  ## list the targets
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
-# --frozen: install exactly what uv.lock pins; never re-resolve.
+# --frozen: install exactly what uv.lock pins; never re-resolve. --compile-bytecode:
+# where PYTHONDONTWRITEBYTECODE is set (many CI runners and images), Python would
+# otherwise compile MLflow's sources again in every process.
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) venv --quiet --allow-existing --seed --python $(PYTHON) $(VENV)
-	$(UV) sync --quiet --frozen --inexact --extra dev --python $(BIN)/python
+	$(UV) sync --quiet --frozen --inexact --extra dev --compile-bytecode --python $(BIN)/python
 	touch $(STAMP)
 
 # Debian packages the service tests use (Chromium for the browser tests, not
@@ -31,6 +33,7 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 # for the cluster's), installed on first `make test` as root or with sudo.
 SYSTEM := /usr/bin/chromium /usr/bin/pg_ctlcluster /usr/sbin/slurmctld /usr/sbin/munged
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+WORKERS := --numprocesses=auto --maxprocesses=4
 CAN_INSTALL := $(or $(filter 0,$(shell id -u)),$(shell sudo -n true 2>/dev/null && echo yes))
 
 $(SYSTEM):
@@ -41,10 +44,12 @@ run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
 
-# The tests that start servers and daemons run apart, where only 127.0.0.1 answers;
+# Tests spread over the cores (pytest-xdist): most of their time is spent waiting
+# on the processes they start. The tests that start servers and daemons run apart,
+# one at a time, where only 127.0.0.1 answers;
 # both groups run whatever the other's result, and the worse status is returned.
 test: $(STAMP)  ## set up .venv (and the Debian packages) and run the test suite
-	@status=0; $(BIN)/pytest -m "not services" || status=$$?; \
+	@status=0; $(BIN)/pytest -m "not services" $(WORKERS) || status=$$?; \
 	if [ -n "$(CAN_INSTALL)" ]; then \
 	  $(MAKE) --no-print-directory $(SYSTEM) && \
 	  sh tests/loopback_only.sh $(BIN)/pytest -m services || status=$$?; \
@@ -56,8 +61,8 @@ test: $(STAMP)  ## set up .venv (and the Debian packages) and run the test suite
 ui: $(STAMP)  ## start `mlflow ui` on the study's store and print the address of its runs
 	$(BIN)/python -m mnist_regression.tracking.store ui
 
-check: $(STAMP)  ## compare the rebuilt study with the committed one, within tolerances
-	$(BIN)/python -m mnist_regression.study.check
+compare: $(STAMP)  ## compare the rebuilt study with the committed one, within tolerances
+	$(BIN)/python -m mnist_regression.study.compare
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests benchmarks
@@ -66,7 +71,7 @@ lint: $(STAMP)  ## ruff lint and format check
 # PyTorch stays out of uv.lock: pip takes the CPU build of this version from the
 # machine's disk, where uv would download a CUDA build of several GB.
 bench: $(STAMP)  ## install the benchmark extras, then run benchmarks/ (about 10 min)
-	$(UV) sync --quiet --frozen --inexact --extra dev --extra bench --python $(BIN)/python
+	$(UV) sync --quiet --frozen --inexact --extra dev --extra bench --compile-bytecode --python $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/dvc repro prepare
 	$(BIN)/python -m benchmarks.run

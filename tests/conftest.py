@@ -15,6 +15,18 @@ from mnist_regression.common.config import data_section
 from mnist_regression.data.idx import write_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """``-m "not integration"`` leaves tests/integration/ unimported: every module
+    there is marked integration, and importing them (MLflow, moto, boto3) would
+    cost more than the unit tests take to run."""
+    markers = config.getoption("markexpr", "").replace(" ", "")
+    if markers == "notintegration" and collection_path.name == "integration":
+        return True
+    return None
+
+
 TINY_SIDE = 4
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -116,10 +118,20 @@ def app(data_cfg, tmp_path):
             command(*overrides, dirs=dirs), cwd=tmp_path, capture_output=True, text=True
         )
 
+    started: list[subprocess.Popen] = []
+
     def start(*overrides, dirs=True, **popen) -> subprocess.Popen:
-        return subprocess.Popen(
-            command(*overrides, dirs=dirs), cwd=tmp_path, text=True, **popen
+        """The app in the background, in a session of its own: whatever is left
+        of it (a sweep's workers too) is killed when the test ends."""
+        process = subprocess.Popen(
+            command(*overrides, dirs=dirs),
+            cwd=tmp_path,
+            text=True,
+            start_new_session=True,
+            **popen,
         )
+        started.append(process)
+        return process
 
     db = tmp_path / "mlruns" / "mlflow.db"
     client = LazyClient(uri)
@@ -133,7 +145,7 @@ def app(data_cfg, tmp_path):
         """The training runs, without the parent runs of sweeps."""
         return [r for r in runs() if "sweep_grid" not in r.data.tags]
 
-    return SimpleNamespace(
+    yield SimpleNamespace(
         jobs=jobs,
         command=command,
         launch=launch,
@@ -143,6 +155,8 @@ def app(data_cfg, tmp_path):
         db=db,
         client=client,
     )
+    for process in started:
+        end_group(process)
 
 
 class LazyClient:
@@ -165,15 +179,48 @@ def runs_of(client, experiment: str = "mnist-regression") -> list:
     return client.search_runs([found.experiment_id], order_by=["start_time ASC"])
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "a condition"):
-    """Poll ``condition()`` until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+# Waits end on a condition, however busy the machine: what a test waits for
+# happens, or the process it waits on ends first. HANG only stops a test that
+# would otherwise wait forever (a bug), far beyond any load.
+HANG = 1800.0
+
+
+def wait_for(condition, what: str = "a condition", process=None, hang: float = HANG):
+    """Poll ``condition()`` until it returns something truthy. Fails when
+    ``process`` (a Popen, if given) has ended without the condition holding."""
+    deadline = time.monotonic() + hang
+    while True:
         value = condition()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            value = condition()  # a last look, after the process ended
+            if value:
+                return value
+            raise AssertionError(
+                f"the process ended (exit {process.returncode}) before {what}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting for {what} after {hang:g} s: a hang")
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def end_group(process: subprocess.Popen) -> None:
+    """Kill what is left of a process started in a session of its own: the
+    process and every child it made (a sweep's workers)."""
+    if process.poll() is None or _group_alive(process.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        process.wait(timeout=HANG)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def free_port() -> int:
@@ -186,6 +233,6 @@ def free_port() -> int:
 def healthy(url: str) -> bool:
     """Whether an MLflow server at ``url`` answers its health check."""
     try:
-        return requests.get(f"{url}/health", timeout=2).ok
-    except requests.ConnectionError:
+        return requests.get(f"{url}/health", timeout=10).ok
+    except requests.RequestException:  # not up yet, or too busy to answer now
         return False

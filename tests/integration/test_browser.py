@@ -8,9 +8,7 @@ with its jobs as children; a run's weight image and its logged model render.
 
 from __future__ import annotations
 
-import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, healthy, wait_for
+from .conftest import end_group, free_port, healthy, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -40,6 +38,13 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 60_000
+
+
+def _line(lines: queue.Queue) -> str | None:
+    try:
+        return lines.get_nowait()
+    except queue.Empty:
+        return None
 
 
 @pytest.fixture
@@ -69,14 +74,13 @@ def ui(app, tmp_path):
         target=lambda: [lines.put(line) for line in server.stdout], daemon=True
     ).start()
     try:
-        first = lines.get(timeout=60)
+        first = wait_for(lambda: _line(lines), "the address", server)
         assert first.startswith("runs of mnist-regression: http://127.0.0.1:"), first
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: healthy(url), 60, "mlflow ui to answer /health")
+        wait_for(lambda: healthy(url), "mlflow ui to answer /health", server)
         yield first.split(": ", 1)[1].strip()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        end_group(server)
 
 
 @pytest.fixture
@@ -129,7 +133,7 @@ def test_a_run_shows_its_weight_image_and_model(app, ui, page, tmp_path):
     # the viewer fetches the file and shows it from a blob
     shown = page.locator("img[src^='blob:']").first
     shown.wait_for()
-    wait_for(lambda: shown.evaluate("i => i.complete && i.naturalWidth"), 30, "image")
+    wait_for(lambda: shown.evaluate("i => i.complete && i.naturalWidth"), "image")
     width, height = shown.evaluate("i => [i.naturalWidth, i.naturalHeight]")
     assert min(width, height) >= 224, (width, height)
     page.screenshot(path=tmp_path / "weights.png")

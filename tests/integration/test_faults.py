@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_regression.data.download import MNIST_SHA256
 
-from .conftest import REPO_ROOT, run, runs_of, wait_for  # noqa: F401
+from .conftest import HANG, REPO_ROOT, run, runs_of, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -57,7 +57,7 @@ class Stderr:
             self.text += chunk
 
     def join(self) -> str:
-        self.thread.join(timeout=30)
+        self.thread.join(HANG)  # ends with the pipe
         return self.text
 
 
@@ -96,10 +96,10 @@ def _creation_moment(db: Path, moment: str):
 def test_an_interrupted_first_run_never_breaks_the_store(app, moment, delay, signum):
     """Interrupts swept across the creation of a new store: the next run works."""
     process = app.start("optimizer.max_epochs=3", stderr=subprocess.PIPE)
-    wait_for(_creation_moment(app.db, moment), 60, f"store creation ({moment})")
+    wait_for(_creation_moment(app.db, moment), f"store creation ({moment})", process)
     time.sleep(delay)  # a point in the migration, after the condition above
     process.send_signal(signum)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=HANG)
     assert process.returncode in (0, 128 + signum), err
     no_traceback(err)
     again = app.launch("optimizer.max_epochs=3")
@@ -204,11 +204,11 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
         stderr=subprocess.PIPE,
     )
     stderr = Stderr(process)
-    wait_for(lambda: epochs_shown(stderr.text) >= 2000, 60, "training to start")
-    lock = sqlite3.connect(app.db, isolation_level=None, timeout=30)
+    wait_for(lambda: epochs_shown(stderr.text) >= 2000, "training to start", process)
+    lock = sqlite3.connect(app.db, isolation_level=None, timeout=HANG)
     lock.execute("BEGIN EXCLUSIVE")
     try:
-        process.wait(timeout=300)
+        process.wait(timeout=HANG)
     finally:
         lock.execute("COMMIT")
         lock.close()
@@ -251,9 +251,9 @@ def test_an_unwritable_artifact_store_keeps_the_artifacts(app, tmp_path):
 
 def test_a_run_whose_process_died_is_marked_killed(app, tmp_path):
     process = app.start(*LONG)
-    wait_for(lambda: app.runs(), 60, "the run to start")
+    wait_for(lambda: app.runs(), "the run to start", process)
     process.kill()  # SIGKILL: nothing of the run can react
-    process.wait(timeout=30)
+    process.wait(timeout=HANG)
     (record,) = app.runs()
     assert record.info.status == "RUNNING"
     app.launch("optimizer.max_epochs=1")  # the next run opens the store
@@ -277,11 +277,11 @@ def test_signals_end_the_run_as_killed_keeping_every_point(
         *LONG, "progress=true", f"output_dir={out}", stderr=subprocess.PIPE
     )
     stderr = Stderr(process)
-    wait_for(lambda: epochs_shown(stderr.text) >= 4000, 60, "a few evaluations")
+    wait_for(lambda: epochs_shown(stderr.text) >= 4000, "a few evaluations", process)
     for _ in range(count):
         process.send_signal(signum)
         time.sleep(0.05)
-    process.wait(timeout=120)
+    process.wait(timeout=HANG)
     err = stderr.join()
     assert process.returncode == 128 + signum
     no_traceback(err)
@@ -313,11 +313,11 @@ def test_sigterm_to_a_sweep_stops_its_workers(app):
     )
     wait_for(
         lambda: len([r for r in app.jobs() if r.info.status == "RUNNING"]) == 2,
-        90,
         "two jobs to run",
+        process,
     )
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=HANG)
     assert process.returncode == 143
     no_traceback(err)
     records = app.jobs()
@@ -339,7 +339,7 @@ def test_concurrent_runs_keep_their_own_outputs(app, tmp_path):
         for seed in range(4)
     ]
     for process in processes:
-        assert process.wait(timeout=180) == 0
+        assert process.wait(timeout=HANG) == 0
     folders = sorted(p.parent for p in (tmp_path / "outputs").rglob("metrics.json"))
     assert len(folders) == 4
     seeds = {

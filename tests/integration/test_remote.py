@@ -18,7 +18,7 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from .conftest import BIN, free_port, run
+from .conftest import BIN, HANG, free_port, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,7 +106,7 @@ def push_error(repo: Path, url: str, checking=contextlib.nullcontext) -> str:
             capture_output=True,
             text=True,
             env={**os.environ, "AWS_MAX_ATTEMPTS": "1"},
-            timeout=120,
+            timeout=HANG,
         )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

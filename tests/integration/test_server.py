@@ -21,7 +21,7 @@ import requests
 
 from mnist_regression.data.prepare import load_task
 
-from .conftest import free_port, healthy, wait_for
+from .conftest import HANG, end_group, free_port, healthy, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 
@@ -105,16 +105,14 @@ class Server:
         )
         log.close()
         process = self.process
-        wait_for(
-            lambda: healthy(self.url) or process.poll() is not None, 120, "the server"
-        )
+        wait_for(lambda: healthy(self.url), "the server", process)
         assert process.poll() is None, (self.folder / "server.log").read_text()
         return self.url
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
+            self.process.wait(HANG)
 
 
 @pytest.fixture
@@ -152,7 +150,7 @@ def test_the_server_refuses_anonymous_clients(server):
     answer = requests.get(
         f"{server}/api/2.0/mlflow/experiments/search",
         params={"max_results": 1},
-        timeout=10,
+        timeout=HANG,
     )
     assert answer.status_code == 401
 
@@ -218,7 +216,7 @@ def as_alice() -> dict[str, str]:
 
 
 def test_a_server_that_stops_mid_sweep_loses_nothing(
-    app, served, monkeypatch, tmp_path
+    app, served, monkeypatch, tmp_path, request
 ):
     url = served.url
     command = [
@@ -237,7 +235,9 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+    request.addfinalizer(lambda: end_group(sweep))
     alice = client_as(url, "alice", monkeypatch)
 
     def training() -> bool:
@@ -250,9 +250,9 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
         # a job that has started (its dataset input is the last step of that)
         return any(r.inputs.dataset_inputs for r in runs)
 
-    wait_for(training, 120, "the first job to start")
+    wait_for(training, "the first job to start", sweep)
     served.stop()
-    _, err = sweep.communicate(timeout=600)
+    _, err = sweep.communicate(timeout=HANG)
 
     # what the user gets: training went on, its record is kept with the command
     # that replays it; the next job stops at once, naming the server

@@ -94,7 +94,7 @@ def slurm(monkeypatch):
             )
             return nodes.stdout.strip() == "idle"
 
-        wait_for(idle, 60, "the SLURM node to be idle")
+        wait_for(idle, "the SLURM node to be idle")
         yield home
     finally:
         for daemon in ("slurmd", "slurmctld", "munged"):

@@ -51,6 +51,7 @@ def test_differences_name_each_changed_value(tmp_path):
     assert differences(old, new) == [("extra", None, 1), ("model.l2", 0.01, 0.0)]
 
 
+@pytest.mark.integration  # the command in a process of its own, DVC's composer
 @pytest.mark.parametrize("check", [True, False])
 def test_an_edit_of_conf_is_never_silent(tmp_path, check):
     tree = committed_tree(tmp_path)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,14 +28,11 @@ from ..core.training import (
     train,
     with_stable_rate,
 )
-from ..data.prepare import check_prepared_settings, load_task
-from ..tracking import provenance
-from ..tracking.run_log import open_run
+from ..data.prepare import check_prepared_settings, load_task, pair_name
+from ..tracking import provenance, run_log
 from .results import write_histories
 
 log = logging.getLogger("mnist_regression")
-# Set by a sweep's main process: the MLflow run its jobs are children of.
-PARENT_RUN_VARIABLE = "MNIST_REGRESSION_PARENT_RUN"
 
 
 @dataclass
@@ -77,8 +72,7 @@ class ProgressLines:
 
 def class_labels(cfg: DictConfig, kind: str, n_classes: int) -> list[str]:
     if kind == "logistic":
-        positive, negative = cfg.data.digits
-        return [f"{positive} vs {negative}"]
+        return [pair_name(cfg.data.digits)]
     return [str(digit) for digit in range(n_classes)]
 
 
@@ -123,18 +117,10 @@ def run_training(
         log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
         resolved["optimizer"]["lr"] = schedule.lr
     digest = sha256_of(prepared / f"{task}.npz")
-    all_tags = {
-        "model": kind,
-        "task": task,
-        "data_sha256": digest,
-        **provenance.source_tags(),
-        **(tags or {}),
-    }
-    if os.environ.get(PARENT_RUN_VARIABLE):
-        all_tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_VARIABLE]
+    all_tags = run_log.training_tags(kind, task, digest, tags or {})
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
     name = run_name or provenance.run_name(cfg)
-    run = open_run(
+    run = run_log.open_run(
         cfg.tracking,
         name,
         resolved,
@@ -172,11 +158,7 @@ def run_training(
         final = final_metrics(history)
         result = RunResult(model, history, final, labels, run.run_id, resolved)
         save_results(result, out_dir, label)
-        run.log_metrics({**final, "train_seconds": seconds})
-        run.set_tags({"stop_reason": history.stop_reason})
-        if cfg.tracking.artifacts and run.run_id:
-            log_artifacts(run, model, labels, resolved, run_name or kind)
-            run.log_model(model, data.x["test"][:5])
+        run_log.log_outcome(run, result, seconds, name, data.x["test"][:5])
     return result
 
 
@@ -208,14 +190,3 @@ def save_failure(directory: Path, label: str, reason: str, config: dict) -> None
         directory / "metrics.json",
         {"run": label, "status": "FAILED", "failure_reason": reason, "config": config},
     )
-
-
-def log_artifacts(run, model, labels, resolved, title) -> None:
-    from ..figures import run_figures
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        save_npz(out / "weights.npz", {"weights": model.weights, "bias": model.bias})
-        run_figures.save_weight_pngs(model, labels, out, title)
-        run.log_artifacts(out)

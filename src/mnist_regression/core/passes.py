@@ -144,7 +144,28 @@ class FusedPasses:
         weights = model.weights[self.keep]
         # bytes are pixel values 0-255: their logits are bytes @ (W / 255)
         per_byte = weights / PIXEL_SCALE
-        # (cost, split, first row): a block with its gradient costs two products
+        shares = self._shares(splits, gradient)
+
+        def work(share: list[tuple]) -> dict[str, _Totals]:
+            return self._score_blocks(
+                share, splits, gradient, (weights, per_byte), model.bias
+            )
+
+        if self._pool is None or len(shares) == 1:
+            parts = [work(share) for share in shares]
+        else:
+            with _blas().limit(limits=1, user_api="blas"):
+                parts = list(self._pool.map(work, shares))
+        return {
+            split: self._combine(
+                model, split, [part[split] for part in parts], gradient
+            )
+            for split in splits
+        }
+
+    def _shares(self, splits: list[str], gradient: str | None) -> list[list[tuple]]:
+        """The blocks of rows (cost, split, first row) split between the threads,
+        greedily, largest first: a block with its gradient costs two products."""
         blocks = [
             (2 if split == gradient else 1, split, start)
             for split in splits
@@ -152,55 +173,64 @@ class FusedPasses:
         ]
         shares: list[list] = [[] for _ in range(min(self.threads, len(blocks)))]
         loads = [0] * len(shares)
-        for block in sorted(blocks, key=lambda b: -b[0]):  # greedy, largest first
+        for block in sorted(blocks, key=lambda b: -b[0]):
             lightest = loads.index(min(loads))
             shares[lightest].append(block)
             loads[lightest] += block[0]
+        return shares
 
-        def work(share):
-            sums = {split: [0.0, 0, None, None] for split in splits}
-            buffer = np.empty((BLOCK_ROWS, len(self.keep)), np.float32)
-            for _, split, start in share:
-                x, t = self.x[split], self.t[split]
-                xb, tb = x[start : start + BLOCK_ROWS], t[start : start + BLOCK_ROWS]
-                w = weights
-                if xb.dtype == np.uint8:
-                    buffer[: len(xb)] = xb
-                    xb, w = buffer[: len(xb)], per_byte
-                z = finite_logits(xb, w, model.bias)
-                total = sums[split]
-                total[0] += self.loss.loss(z, tb) * len(tb)
-                total[1] += int(np.count_nonzero(self.loss.predict(z) == tb))
-                if split == gradient:
-                    dz = self.loss.gradient(z, tb, len(x))
-                    grad_w, grad_b = xb.T @ dz, dz.sum(axis=0)
-                    if total[2] is None:
-                        total[2], total[3] = grad_w, grad_b
-                    else:
-                        total[2] += grad_w
-                        total[3] += grad_b
-            return sums
-
-        if self._pool is None or len(shares) == 1:
-            parts = [work(share) for share in shares]
-        else:
-            with _blas().limit(limits=1, user_api="blas"):
-                parts = list(self._pool.map(work, shares))
-        found = {}
-        for split in splits:
-            n = len(self.x[split])
-            totals = [part[split] for part in parts]
-            scores = Scores(
-                sum(p[0] for p in totals) / n, sum(p[1] for p in totals) / n
-            )
+    def _score_blocks(self, share, splits, gradient, weights, bias) -> dict:
+        """One thread's share: each block's logits, loss, hits and gradient while
+        the block is in cache. ``weights``: W of the kept rows, and W / 255."""
+        sums = {split: _Totals() for split in splits}
+        buffer = np.empty((BLOCK_ROWS, len(self.keep)), np.float32)
+        for _, split, start in share:
+            x, t = self.x[split], self.t[split]
+            xb, tb = x[start : start + BLOCK_ROWS], t[start : start + BLOCK_ROWS]
+            w = weights[0]
+            if xb.dtype == np.uint8:
+                buffer[: len(xb)] = xb
+                xb, w = buffer[: len(xb)], weights[1]
+            z = finite_logits(xb, w, bias)
+            total = sums[split]
+            total.loss += self.loss.loss(z, tb) * len(tb)
+            total.correct += int(np.count_nonzero(self.loss.predict(z) == tb))
             if split == gradient:
-                grads = [p for p in totals if p[2] is not None]
-                scores.grad_w = sum(p[2] for p in grads[1:]) + grads[0][2]
-                if self.x[split].dtype == np.uint8:
-                    scores.grad_w /= PIXEL_SCALE
-                scores.grad_b = sum(p[3] for p in grads[1:]) + grads[0][3]
-                self.objective.add_penalty_gradient(
-                    model, scores.grad_w, scores.grad_b, self.keep
-                )
-            found[split] = scores
-        return found
+                dz = self.loss.gradient(z, tb, len(x))
+                total.add_gradient(xb.T @ dz, dz.sum(axis=0))
+        return sums
+
+    def _combine(self, model, split: str, totals: list[_Totals], gradient) -> Scores:
+        """The threads' totals of one split as its Scores; with the objective's
+        gradient (the penalty's added) if it is the split ``gradient``."""
+        n = len(self.x[split])
+        scores = Scores(
+            sum(p.loss for p in totals) / n, sum(p.correct for p in totals) / n
+        )
+        if split == gradient:
+            grads = [p for p in totals if p.grad_w is not None]
+            scores.grad_w = sum(p.grad_w for p in grads[1:]) + grads[0].grad_w
+            if self.x[split].dtype == np.uint8:
+                scores.grad_w /= PIXEL_SCALE
+            scores.grad_b = sum(p.grad_b for p in grads[1:]) + grads[0].grad_b
+            self.objective.add_penalty_gradient(
+                model, scores.grad_w, scores.grad_b, self.keep
+            )
+        return scores
+
+
+@dataclass
+class _Totals:
+    """One thread's sums over its blocks of one split."""
+
+    loss: float = 0.0
+    correct: int = 0
+    grad_w: np.ndarray | None = None
+    grad_b: np.ndarray | None = None
+
+    def add_gradient(self, grad_w: np.ndarray, grad_b: np.ndarray) -> None:
+        if self.grad_w is None:
+            self.grad_w, self.grad_b = grad_w, grad_b
+        else:
+            self.grad_w += grad_w
+            self.grad_b += grad_b

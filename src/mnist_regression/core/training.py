@@ -189,65 +189,83 @@ def _train(model, data, schedule, rng, objective, on_eval, progress) -> History:
         return _descend(model, data, passes, schedule, rng, on_eval, progress)
 
 
-def _descend(model, data, passes, schedule, rng, on_eval, progress) -> History:
-    x, t = data.x["train"], data.t["train"]
-    n = len(x)
-    batch = min(schedule.batch_size or n, n)
-    history, best, since_best, step = History(), model.copy(), 0, 0
+class _Descent:
+    """Gradient descent on one model: its steps, and its evaluations recorded in
+    ``history``. At full batch the pass that scores the training set also yields
+    the gradient of the next step, over the columns the passes keep (the others
+    stay 0); otherwise each epoch steps through shuffled mini-batches."""
 
-    def record(epoch: int, known: Mapping[str, Scores]) -> float:
-        values = evaluate(model, passes, known)
-        values["learning_rate"] = schedule.rate(step)
+    def __init__(self, model, data, passes, schedule, rng, on_eval) -> None:
+        self.model, self.passes, self.schedule = model, passes, schedule
+        self.rng, self.on_eval = rng, on_eval
+        self.x, self.t = data.x["train"], data.t["train"]
+        self.batch = min(schedule.batch_size or len(self.x), len(self.x))
+        self.full_batch = self.batch == len(self.x)
+        self.history, self.step = History(), 0
+
+    def record(self, epoch: int, known: Mapping[str, Scores]) -> float:
+        """Evaluate every split (``known``: scores from this epoch's pass), record
+        the values and return the validation loss."""
+        values = evaluate(self.model, self.passes, known)
+        values["learning_rate"] = self.schedule.rate(self.step)
         if not np.isfinite(values["train_loss"]):
             raise FloatingPointError("non-finite training loss")
-        history.append(epoch, values)
-        if on_eval:
-            on_eval(epoch, values)
+        self.history.append(epoch, values)
+        if self.on_eval:
+            self.on_eval(epoch, values)
         return values["val_loss"]
 
-    def descend(grad_w: np.ndarray, grad_b: np.ndarray, rows=slice(None)) -> None:
-        """One step along the objective's gradient (over the ``rows`` of W)."""
-        nonlocal step
-        rate = schedule.rate(step)
-        grad_w *= rate
-        grad_b *= rate
-        model.weights[rows] -= grad_w
-        model.bias -= grad_b
-        step += 1
+    def evaluated(self, epoch: int) -> bool:
+        last = epoch == self.schedule.max_epochs or self.step == self.schedule.max_steps
+        return epoch % self.schedule.eval_every == 0 or last
 
-    # Full batch: the pass that scores the training set also yields the gradient
-    # of the next step, over the columns the passes keep (the others stay 0).
-    full_batch = batch == n
-
-    def evaluated(epoch: int) -> bool:
-        last = epoch == schedule.max_epochs or step == schedule.max_steps
-        return epoch % schedule.eval_every == 0 or last
-
-    def full_pass(epoch: int) -> dict[str, Scores]:
+    def full_pass(self, epoch: int) -> dict[str, Scores]:
         """The training set's scores and gradient, and in the same pass the
         other splits' scores when this epoch is evaluated."""
-        splits = list(SPLITS) if evaluated(epoch) else ["train"]
-        return passes.score_splits(model, splits, gradient="train")
+        splits = list(SPLITS) if self.evaluated(epoch) else ["train"]
+        return self.passes.score_splits(self.model, splits, gradient="train")
 
-    scores = full_pass(0) if full_batch else {}
-    best_loss = record(0, scores)
+    def take_step(self, grad_w: np.ndarray, grad_b: np.ndarray, rows=slice(None)):
+        """One step along the objective's gradient (over the ``rows`` of W)."""
+        rate = self.schedule.rate(self.step)
+        grad_w *= rate
+        grad_b *= rate
+        self.model.weights[rows] -= grad_w
+        self.model.bias -= grad_b
+        self.step += 1
+
+    def epoch(self, number: int, scores: dict[str, Scores]) -> dict[str, Scores]:
+        """One epoch (or fewer steps, up to ``max_steps``); the scores its last
+        full-batch pass already computed."""
+        if self.full_batch:
+            train = scores["train"]
+            self.take_step(train.grad_w, train.grad_b, self.passes.keep)
+            return self.full_pass(number)
+        order = self.rng.permutation(len(self.x))
+        for start in range(0, len(self.x), self.batch):
+            idx = order[start : start + self.batch]
+            # A diverging step raises here: logits() checks that z is finite, and
+            # the arithmetic runs under np.errstate(raise).
+            objective = self.passes.objective
+            self.take_step(*objective.gradient(self.model, self.x[idx], self.t[idx]))
+            if self.step == self.schedule.max_steps:
+                break
+        return {}
+
+
+def _descend(model, data, passes, schedule, rng, on_eval, progress) -> History:
+    """Descend until early stopping, ``max_steps`` or ``max_epochs``; then restore
+    the weights of the best evaluation."""
+    run = _Descent(model, data, passes, schedule, rng, on_eval)
+    history = run.history
+    scores = run.full_pass(0) if run.full_batch else {}
+    best_loss, best, since_best = run.record(0, scores), model.copy(), 0
     for epoch in range(1, schedule.max_epochs + 1):
         progress["epoch"] = epoch
-        if full_batch:
-            descend(scores["train"].grad_w, scores["train"].grad_b, passes.keep)
-            scores = full_pass(epoch)
-        else:
-            order = rng.permutation(n)
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                # A diverging step raises here: logits() checks that z is
-                # finite, and the arithmetic runs under np.errstate(raise).
-                descend(*passes.objective.gradient(model, x[idx], t[idx]))
-                if step == schedule.max_steps:
-                    break
-        if not evaluated(epoch):
+        scores = run.epoch(epoch, scores)
+        if not run.evaluated(epoch):
             continue
-        val_loss = record(epoch, scores)
+        val_loss = run.record(epoch, scores)
         if val_loss < best_loss:
             best_loss, best, since_best = val_loss, model.copy(), 0
             history.best_epoch = epoch
@@ -258,8 +276,8 @@ def _descend(model, data, passes, schedule, rng, on_eval, progress) -> History:
                     f"val_loss not improved in {since_best} evaluations"
                 )
                 break
-        if step == schedule.max_steps:
-            history.stop_reason = f"max_steps={step} reached"
+        if run.step == schedule.max_steps:
+            history.stop_reason = f"max_steps={run.step} reached"
             break
     else:
         history.stop_reason = f"max_epochs={schedule.max_epochs} reached"

@@ -29,6 +29,12 @@ TASKS = ("binary", "multiclass")
 SETTINGS = ("train_size", "val_fraction", "val_split", "digits", "test_subset")
 
 
+def pair_name(digits) -> str:
+    """The binary task by its digits, the first the positive class: "2 vs 3"."""
+    positive, negative = (int(d) for d in digits)
+    return f"{positive} vs {negative}"
+
+
 def load_pair(raw_dir: Path, files: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Images as (n, pixels) uint8 and labels as (n,) from one image/label pair."""
     image_path, label_path = raw_dir / files[0], raw_dir / files[1]

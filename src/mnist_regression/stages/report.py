@@ -7,13 +7,14 @@ import sys
 from ..common.cli import run_stage
 from ..common.config import load_params, train_config
 from ..common.errors import UserError
+from ..core.losses import LOSSES
 from ..study.report import build_report
 
 
 def main(argv: list[str]) -> None:
     cfg = train_config(load_params(overrides=argv))
     metrics = build_report(cfg)
-    for model in ("logistic", "softmax"):
+    for model in LOSSES:
         test = metrics[model]["test_accuracy"]
         print(
             f"{model}: test accuracy {test['mean']:.4f} ± {test['sd']:.4f} "
@@ -38,9 +39,8 @@ def register(cfg) -> None:
         experiment = session.find_experiment(cfg.tracking.experiment)
         if experiment is None:
             return
-        found = register_champions(
-            session.client, experiment, [stage.name for stage in training_stages()]
-        )
+        stages = [stage.name for stage in training_stages()]
+        found = register_champions(session.client, experiment, stages, cfg.data.digits)
     except UserError as err:
         print(f"warning: models not registered: {err}", file=sys.stderr)
         return

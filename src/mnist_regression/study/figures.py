@@ -44,16 +44,16 @@ def curves(history: History, title: str):
     return fig
 
 
-def learning_rates(jobs: list[Job]):
+def learning_rates(jobs: list[Job], title: str):
     fig, ax = subplots(figsize=(7, 4.5))
     _per_job_curves(ax, jobs, "val_loss", "optimizer.lr", "lr")
     ax.set_yscale("log")
     ax.set_ylabel(f"validation {LOSS_LABEL}, log scale")
-    ax.set_title("Logistic regression, 2 vs 3: validation loss per learning rate")
+    ax.set_title(f"{title}: validation loss per learning rate")
     return fig
 
 
-def annealing(jobs: list[Job]):
+def annealing(jobs: list[Job], title: str):
     fig, axes = subplots(len(jobs), 2, figsize=(11, 3.6 * len(jobs)), squeeze=False)
     for row, job in zip(axes, jobs, strict=True):
         k = job.param("optimizer.anneal_k")
@@ -62,7 +62,7 @@ def annealing(jobs: list[Job]):
         _zoom_accuracy(row[1], [job], "train_accuracy", "val_accuracy", "test_accuracy")
         for ax in row:
             ax.set_title(f"{schedule}, lr = {job.param('optimizer.lr'):g}")
-    fig.suptitle("Logistic regression, 2 vs 3: constant against annealed rate")
+    fig.suptitle(f"{title}: constant against annealed rate")
     fig.tight_layout()
     return fig
 

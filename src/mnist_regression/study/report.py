@@ -16,7 +16,8 @@ from ..app.results import Job, read_stage, write_histories
 from ..common.errors import DataError
 from ..common.io import atomic_write, save_json
 from ..core import losses
-from ..data.prepare import load_task
+from ..core.losses import LOSSES
+from ..data.prepare import load_task, pair_name
 from ..figures.drawing import save
 from ..tracking.target import project_root
 from . import figures, original
@@ -97,7 +98,7 @@ def headline(metrics: dict) -> dict:
             "val": round(metrics[model]["val_accuracy"]["mean"], 4),
             "test": round(metrics[model]["test_accuracy"]["mean"], 4),
         }
-        for model in ("logistic", "softmax")
+        for model in LOSSES
     }
 
 
@@ -156,12 +157,12 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
         f"({settings(models['logistic'])}); the interval is that of the mean's "
         "accuracy on its set.",
         "",
-        *original.seeds_table({m: metrics[m] for m in ("logistic", "softmax")}),
+        *original.seeds_table({m: metrics[m] for m in LOSSES}),
         "",
         "### The gaps",
         "",
     ]
-    for model in ("logistic", "softmax"):
+    for model in LOSSES:
         for sentence in original.gaps(model, preset[model], metrics[model]):
             lines += [f"- {sentence}"]
         easier = original.last_images_easier(model, preset[model].row)
@@ -170,41 +171,47 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
     return lines
 
 
-def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: Path):
-    """Save every figure; return (file name, one-line description) pairs."""
-    multi = tasks["softmax"]
-    log_probs = losses.log_softmax(softmax.model.logits(multi["x_test"]))
-    lrs, anneal = stages["logistic_lr"], stages["logistic_anneal"]
-    l2, soft_l2 = stages["logistic_l2"], stages["softmax_l2"]
+def draw_figures(stages, softmax: Job, tasks: dict, pair: str, out: Path):
+    """Save every figure; return (file name, one-line description) pairs.
+    ``tasks``: each model's prepared data; ``pair``: the binary task's name."""
+    entries = [
+        *logistic_figures(stages, pair),
+        *softmax_figures(stages, softmax, tasks["softmax"]),
+        stability_figure(tasks, pair),
+    ]
+    for name, fig, _ in entries:
+        save(fig, out / name)
+    return [(name, text) for name, _, text in entries]
+
+
+def logistic_figures(stages: dict[str, list[Job]], pair: str) -> list[tuple]:
+    """The seed study's Figures 2.1-2.5: (file name, figure, description)."""
+    lrs, l2 = stages["logistic_lr"], stages["logistic_l2"]
     best_lr = min(lrs, key=lambda job: job.metrics["final_val_loss"])
     shrink = l2[-1].model.weight_norm() / max(l2[0].model.weight_norm(), 1e-12)
-    quickest = min(soft_l2, key=lambda job: job.metrics["epochs_run"])
-    entries = [
+    title = f"Logistic regression, {pair}"
+    return [
         (
             "learning_rates.png",
-            figures.learning_rates(lrs),
-            "Validation loss per epoch of logistic regression (2 vs 3) for each "
+            figures.learning_rates(lrs, title),
+            f"Validation loss per epoch of logistic regression ({pair}) for each "
             f"learning rate; lr = {best_lr.param('optimizer.lr'):g} reaches the "
             f"lowest, {best_lr.metrics['final_val_loss']:.4f} nats (seed Figure 2.1).",
         ),
         (
             "annealing.png",
-            figures.annealing(anneal),
+            figures.annealing(stages["logistic_anneal"], title),
             "Loss and accuracy of train, validation and test per epoch, with a "
             "constant and an annealed rate (seed Figure 2.2).",
         ),
         (
             "l2_accuracy.png",
-            figures.l2_accuracy(
-                l2, "Logistic regression, 2 vs 3: validation accuracy per lambda"
-            ),
+            figures.l2_accuracy(l2, f"{title}: validation accuracy per lambda"),
             "Validation accuracy per epoch for each lambda (seed Figure 2.3).",
         ),
         (
             "l2_weight_norm.png",
-            figures.l2_weight_norm(
-                l2, "Logistic regression, 2 vs 3: length of the weights"
-            ),
+            figures.l2_weight_norm(l2, f"{title}: length of the weights"),
             "Length of the weight vector against lambda and during training; "
             f"lambda = {l2[-1].param('model.l2'):g} leaves {100 * shrink:.0f}% of the "
             "unpenalised length (seed Figure 2.4).",
@@ -215,6 +222,14 @@ def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: P
             "The weights as 28x28 images for each lambda, each on its own colour "
             "scale (seed Figure 2.5).",
         ),
+    ]
+
+
+def softmax_figures(stages: dict[str, list[Job]], softmax: Job, multi) -> list:
+    """The seed study's Figures 3.1-3.2, the lambda sweep and the mistakes."""
+    log_probs = losses.log_softmax(softmax.model.logits(multi["x_test"]))
+    quickest = min(stages["softmax_l2"], key=lambda job: job.metrics["epochs_run"])
+    return [
         (
             "softmax_curves.png",
             figures.curves(softmax.history, "Softmax regression"),
@@ -229,7 +244,7 @@ def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: P
         ),
         (
             "softmax_l2.png",
-            figures.softmax_l2(soft_l2),
+            figures.softmax_l2(stages["softmax_l2"]),
             f"Softmax lambda sweep: lambda = {quickest.param('model.l2'):g} stops "
             f"after {quickest.metrics['epochs_run']} epochs. A strong penalty holds "
             "the weights near their penalised optimum within a few epochs; after "
@@ -246,10 +261,14 @@ def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: P
             "The test digits softmax regression got wrong with the most confidence.",
         ),
     ]
-    binary = tasks["logistic"]
+
+
+def stability_figure(tasks: dict, pair: str) -> tuple:
+    """Full-batch descent around the stability limit, for both models."""
+    binary, multi = tasks["logistic"], tasks["softmax"]
     fig, stable = figures.stability(
         {
-            "logistic, 2 vs 3": (binary["x_train"], binary["t_train"], "logistic", 2),
+            f"logistic, {pair}": (binary["x_train"], binary["t_train"], "logistic", 2),
             "softmax, 10 digits": (multi["x_train"], multi["t_train"], "softmax", 10),
         }
     )
@@ -261,21 +280,16 @@ def draw_figures(stages: dict[str, list[Job]], softmax: Job, tasks: dict, out: P
         )
         for name, found in stable.items()
     )
-    entries.append(
-        (
-            "stability.png",
-            fig,
-            "Full-batch gradient descent from w = 0 with lambda = "
-            f"{figures.STABILITY_L2:g}, which holds the weights near 0, at rates "
-            "around the stability limit 2 / (L + lambda) of the README, on the first "
-            f"{figures.STABILITY_EXAMPLES:,} training images. How far the loss swings "
-            f"over the last 20 of {figures.STABILITY_STEPS} steps (0 where it "
-            f"settled): {rates}.",
-        )
+    return (
+        "stability.png",
+        fig,
+        "Full-batch gradient descent from w = 0 with lambda = "
+        f"{figures.STABILITY_L2:g}, which holds the weights near 0, at rates "
+        "around the stability limit 2 / (L + lambda) (docs/pipeline.md), on the "
+        f"first {figures.STABILITY_EXAMPLES:,} training images. How far the loss "
+        f"swings over the last 20 of {figures.STABILITY_STEPS} steps (0 where it "
+        f"settled): {rates}.",
     )
-    for name, fig, _ in entries:
-        save(fig, out / name)
-    return [(name, text) for name, _, text in entries]
 
 
 def build_report(cfg: DictConfig) -> dict:
@@ -293,8 +307,8 @@ def build_report(cfg: DictConfig) -> dict:
                 f"`dvc repro {training[name].name}`"
             )
     data = {
-        "logistic": load_task(cfg.data.prepared_dir, "binary"),
-        "softmax": load_task(cfg.data.prepared_dir, "multiclass"),
+        model: load_task(cfg.data.prepared_dir, loss.task)
+        for model, loss in LOSSES.items()
     }
     n_test_file = int(data["softmax"]["index_test"].max()) + 1
 
@@ -306,7 +320,7 @@ def build_report(cfg: DictConfig) -> dict:
         ]
 
     metrics, readings, models = {}, {}, {}
-    for model in ("logistic", "softmax"):
+    for model in LOSSES:
         seeded = rows(stages["models"], model)
         metrics[model] = over_seeds([row for _, row in seeded])
         metrics[model]["per_seed"] = {job.param("seed"): row for job, row in seeded}
@@ -328,7 +342,8 @@ def build_report(cfg: DictConfig) -> dict:
     save_json(reports / "metrics.json", headline(metrics))
     for name, stage in training.items():
         write_plot_data(reports / "plots" / f"{name}.csv", stages[name], stage.varies)
-    described = draw_figures(stages, models["softmax"], data, reports / "figures")
+    pair = pair_name(cfg.data.digits)
+    described = draw_figures(stages, models["softmax"], data, pair, reports / "figures")
     section = comparison(metrics, readings, models)
     write_markdown(reports / "results.md", section, described, failed)
     return metrics

@@ -19,12 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .session import log_params, metric_batches
 from .target import Target, default_target, describe_failure, prepare_target
 
 MIGRATED_FROM = "migrated_from"
 PARENT = "mlflow.parentRunId"
-BATCH = 1000  # values per log_batch call, MLflow's limit
-PARAMS_BATCH = 100
 
 
 @dataclass
@@ -96,7 +95,7 @@ def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
 
 
 def _copy_run(source, target, source_uri, run, experiment_id, copied) -> str:
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import RunTag
 
     tags = dict(run.data.tags)
     if PARENT in tags:
@@ -107,16 +106,14 @@ def _copy_run(source, target, source_uri, run, experiment_id, copied) -> str:
         tags=tags,
         run_name=run.info.run_name,
     ).info.run_id
-    params = [Param(k, v) for k, v in run.data.params.items()]
-    for i in range(0, len(params), PARAMS_BATCH):
-        target.log_batch(new, params=params[i : i + PARAMS_BATCH])
+    log_params(target, new, run.data.params)
     values = [
         point
         for key in run.data.metrics
         for point in source.get_metric_history(run.info.run_id, key)
     ]
-    for i in range(0, len(values), BATCH):
-        target.log_batch(new, metrics=values[i : i + BATCH])
+    for batch in metric_batches(values):
+        target.log_batch(new, metrics=batch)
     copied.metric_values += len(values)
     if run.inputs and run.inputs.dataset_inputs:
         target.log_inputs(new, datasets=list(run.inputs.dataset_inputs))

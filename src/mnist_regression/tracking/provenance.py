@@ -49,16 +49,16 @@ NAMED = {
 
 
 def conf_defaults(kind: str) -> DictConfig:
-    """The defaults of conf/ for a model: its group files, as Hydra composes them."""
-    top = OmegaConf.load(CONF / "config.yaml")
-    return OmegaConf.create(
-        {
-            "seed": top.seed,
-            "data": OmegaConf.load(CONF / "data" / "mnist.yaml"),
-            "model": OmegaConf.load(CONF / "model" / f"{kind}.yaml"),
-            "optimizer": OmegaConf.load(CONF / "optimizer" / "sgd.yaml"),
-        }
-    )
+    """The defaults of conf/ for a model, composed by Hydra (inside the app, by its
+    own initialised Hydra; elsewhere from conf/)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"model={kind}"]
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=overrides)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
 
 def _show(value: Any) -> str:

@@ -1,5 +1,23 @@
-"""What a run logs, and how: MLflow behind a small interface; ``NullRun`` stands
-in when tracking is off.
+"""What a run logs, and how: every MLflow run the project writes starts here.
+
+A training run (``open_run``, then ``log_outcome``) records
+- params: every value of its resolved config (``optimizer.lr`` is the rate used,
+  also under ``lr=auto``);
+- tags: ``model``, ``task``, ``data_sha256``, the source (``provenance``: commit,
+  ``git_dirty``, ``dvc.stage``, ``dvc.experiment``), ``host``, ``pid``,
+  ``hydra_overrides``, in a sweep ``sweep``, ``sweep_job`` and its parent run;
+  at the end ``stop_reason`` (or ``failure_reason``);
+- its dataset (the prepared file, by digest) as an input;
+- per evaluation: the losses and accuracies of each split, ``weight_norm`` and
+  ``learning_rate``; at the end the ``final_*`` metrics of the best epoch,
+  ``best_epoch``, ``epochs_run`` and ``train_seconds``;
+- artifacts: ``config.yaml``, ``weights.npz``, the weights as images, and the
+  MLflow Model ``model`` (``serving``).
+A sweep's parent run (``SweepRun``) records its grid as params, the tags
+``sweep_grid`` and ``sweep``, and when it ends its best job (``best_run_id``,
+``best_run_name``, ``best_final_*``), ``jobs_finished`` and ``curves.png``.
+
+MLflow sits behind a small interface; ``NullRun`` stands in when tracking is off.
 
 The target (``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<root>/mlruns/mlflow.db`` with artifacts in ``<root>/mlruns/artifacts``,
@@ -18,6 +36,7 @@ cannot break that ending.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -27,14 +46,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..common.cli import check_stop, shutting_down
 from ..common.errors import Terminated
+from ..common.io import save_npz
+from . import provenance
 from .liveness import mark_stale_runs, process_tags
 from .pending import keep_pending
 from .session import log_params, metric_batches, open_session
 from .target import describe_failure, resolve_target
+
+# Set by a sweep's main process: the MLflow run its jobs are children of.
+PARENT_RUN_VARIABLE = "MNIST_REGRESSION_PARENT_RUN"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -216,7 +240,9 @@ class MlflowRun(NullRun):
         self.log_epoch(0, values)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._tags.update({k: str(v)[:5000] for k, v in tags.items()})
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+        self._tags.update({k: str(v)[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()})
 
     def log_artifacts(self, directory: Path) -> None:
         def write():
@@ -332,6 +358,138 @@ def fluent_target(uri: str, experiment_id: str):
 def open_run(
     cfg: DictConfig, run_name: str, params, tags, keep_dir: Path, dataset=None
 ) -> NullRun:
+    """The run of one training job (not yet started: use it as a context)."""
     if not cfg.enabled:
         return NullRun()
     return MlflowRun(cfg, run_name, params, tags, keep_dir, dataset)
+
+
+def training_tags(kind: str, task: str, digest: str, extra: Mapping[str, str]):
+    """The tags a training run starts with (``extra``: the app's own)."""
+    tags = {
+        "model": kind,
+        "task": task,
+        "data_sha256": digest,
+        **provenance.source_tags(),
+        **extra,
+    }
+    if os.environ.get(PARENT_RUN_VARIABLE):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_VARIABLE]
+    return tags
+
+
+def log_outcome(run: NullRun, result, seconds: float, title: str, example) -> None:
+    """What a finished training run adds: its final metrics, why it stopped, and,
+    where ``tracking.artifacts`` asks for them, its artifacts and model."""
+    run.log_metrics({**result.final, "train_seconds": seconds})
+    run.set_tags({"stop_reason": result.history.stop_reason})
+    if result.config["tracking"]["artifacts"] and run.run_id:
+        log_artifacts(run, result.model, result.labels, result.config, title)
+        run.log_model(result.model, example)
+
+
+def log_artifacts(run, model, labels, config: dict, title: str) -> None:
+    """``config.yaml``, ``weights.npz`` and the weights as images."""
+    from ..figures import run_figures
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        save_npz(out / "weights.npz", {"weights": model.weights, "bias": model.bias})
+        run_figures.save_weight_pngs(model, labels, out, title)
+        run.log_artifacts(out)
+
+
+class SweepRun:
+    """The MLflow parent run of a multirun: its grid, then its best job.
+
+    Created once in the main process before any job starts (jobs started in
+    parallel would race to create it); jobs find its id in the environment.
+    """
+
+    def __init__(self) -> None:
+        self.client = self.run_id = None
+
+    def open(self, tracking: DictConfig, grid: dict[str, str], folder: str) -> None:
+        """Start the parent run in ``tracking``'s store, for the sweep of ``grid``
+        whose Hydra folder is ``folder``."""
+        session = open_session(tracking.uri)
+        target = session.target
+        stage = os.environ.get("DVC_STAGE")
+        name = f"{stage or 'sweep'}: " + " ".join(f"{k}={v}" for k, v in grid.items())
+        try:
+            self.client = session.client
+            experiment = session.experiment_id(tracking.experiment)
+            run = self.client.create_run(
+                experiment,
+                run_name=name,
+                tags={
+                    "sweep_grid": json.dumps(grid),
+                    "sweep": folder,
+                    **provenance.source_tags(),
+                    **process_tags(),
+                },
+            )
+        except Exception as err:
+            check_stop()  # an interrupt that a library turned into another error
+            raise target.fail(
+                f"cannot start the sweep's run ({describe_failure(err)})",
+                "check the store, or set tracking.enabled=false",
+            ) from None
+        self.run_id = run.info.run_id
+        os.environ[PARENT_RUN_VARIABLE] = self.run_id
+        for key, values in grid.items():
+            self.client.log_param(self.run_id, key, values)
+
+    def close(self, status: str, curves: list | None = None) -> None:
+        """Record the best job (lowest final validation loss), the validation
+        curves of the finished jobs (``curves``: (label, History) pairs, if
+        given), and end the run."""
+        if self.run_id is None:
+            return
+        run_id, self.run_id = self.run_id, None
+        os.environ.pop(PARENT_RUN_VARIABLE, None)
+        try:
+            parent = self.client.get_run(run_id)
+            if curves:
+                self.log_curves(run_id, parent.info.run_name, curves)
+            mark_stale_runs(self.client, [parent.info.experiment_id])
+            children = self.client.search_runs(
+                [parent.info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{run_id}' "
+                "and attributes.status = 'FINISHED'",
+                order_by=["metrics.final_val_loss ASC"],
+                max_results=1000,
+            )
+            if children:
+                best = children[0]
+                self.client.set_tag(run_id, "best_run_id", best.info.run_id)
+                self.client.set_tag(run_id, "best_run_name", best.info.run_name)
+                for key in (
+                    "final_val_loss",
+                    "final_val_accuracy",
+                    "final_test_accuracy",
+                ):
+                    if key in best.data.metrics:
+                        self.client.log_metric(
+                            run_id, f"best_{key}", best.data.metrics[key]
+                        )
+            self.client.log_metric(run_id, "jobs_finished", len(children))
+            self.client.set_terminated(run_id, status)
+        except (
+            Exception
+        ) as err:  # the jobs' runs are recorded; only the summary is lost
+            print(
+                f"warning: could not close the sweep's MLflow run {run_id}: "
+                f"{describe_failure(err)}",
+                file=sys.stderr,
+            )
+
+    def log_curves(self, run_id: str, name: str, labelled: list) -> None:
+        """``curves.png``: the finished jobs' validation curves, side by side."""
+        from ..figures.drawing import save, sweep_figure
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "curves.png"
+            save(sweep_figure(labelled, name), path)
+            self.client.log_artifact(run_id, str(path))

@@ -23,10 +23,17 @@ import numpy as np
 from ..core.models import LinearModel
 
 PACKAGE = Path(__file__).resolve().parent
-REGISTERED = {
-    "binary": "mnist-logistic-2-vs-3",
-    "multiclass": "mnist-softmax-10-digits",
-}
+
+
+def registered_name(task: str, digits) -> str:
+    """The registered model of a task: ``mnist-logistic-2-vs-3`` for the binary
+    task of ``data.digits`` [2, 3], ``mnist-softmax-10-digits``."""
+    if task == "binary":
+        positive, negative = (int(d) for d in digits)
+        return f"mnist-logistic-{positive}-vs-{negative}"
+    return "mnist-softmax-10-digits"
+
+
 ALIAS = "champion"
 
 
@@ -58,7 +65,7 @@ def log_model(run_id: str, model: LinearModel, example: np.ndarray) -> None:
         )
 
 
-def register_champions(client, experiment_id: str, stages: list[str]) -> dict:
+def register_champions(client, experiment_id: str, stages: list[str], digits) -> dict:
     """Register, per task, the finished run with the best validation accuracy among
     the latest sweep of each of ``stages``; alias it ``champion``.
 
@@ -87,7 +94,7 @@ def register_champions(client, experiment_id: str, stages: list[str]) -> dict:
                 best[task] = run
     registered = {}
     for task, run in best.items():
-        name = REGISTERED[task]
+        name = registered_name(task, digits)
         source = f"runs:/{run.info.run_id}/model"
         try:
             current = client.get_model_version_by_alias(name, ALIAS)

@@ -1,4 +1,4 @@
-"""Check a recomputed study against a committed one, within stated tolerances.
+"""Compare a recomputed study with a committed one, within stated tolerances.
 
 On the machine that committed ``dvc.lock`` (same processor, library builds and
 BLAS thread count) the study is bit-identical. Elsewhere OpenBLAS and NumPy pick
@@ -12,7 +12,7 @@ git revision:
 
 Command line::
 
-    python -m mnist_regression.study.check [--rev HEAD] [--file reports/details.json]
+    python -m mnist_regression.study.compare [--rev HEAD] [--file reports/details.json]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..common.errors import MissingInputError
+from ..core.losses import LOSSES
 from .original import SET_SIZE
 
 RELATIVE = 1e-5
@@ -43,7 +44,7 @@ def leaves(tree: Mapping, path: tuple = ()) -> Iterator[tuple[tuple, object]]:
 def set_sizes(details: Mapping) -> dict[str, dict[str, int]]:
     """Per task, the size of each set, from the rows that record it."""
     sizes = {}
-    for task in ("logistic", "softmax"):
+    for task in LOSSES:
         row = details[task]
         sizes[task] = {key: int(row[size]) for key, size in SET_SIZE.items()}
     return sizes
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..common.cli import main_guard
 
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_regression.study.check",
+        prog="python -m mnist_regression.study.compare",
         description="Compare the recomputed study (reports/details.json) with a "
         "committed one: accuracies to one image, losses to "
         f"{RELATIVE:g} relative, counts exactly.",

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mnist_regression.study.check import differences
+from mnist_regression.study.compare import differences
 
 
 @pytest.fixture
@@ -78,6 +78,7 @@ def test_values_on_one_side_only_are_named(study):
     ]
 
 
+@pytest.mark.integration  # git and the command in a process of their own
 def test_the_command_compares_with_a_git_revision(study, tmp_path):
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -88,7 +89,7 @@ def test_the_command_compares_with_a_git_revision(study, tmp_path):
     git("init", "-q")
     git("-c", "user.name=t", "-c", "user.email=t@localhost", "add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "s")
-    command = [sys.executable, "-m", "mnist_regression.study.check"]
+    command = [sys.executable, "-m", "mnist_regression.study.compare"]
 
     same = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert same.returncode == 0, same.stderr

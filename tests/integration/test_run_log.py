@@ -9,6 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from mnist_regression.tracking.run_log import MlflowRun, fluent_target
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("before", [None, "sqlite:///elsewhere.db"])
 def test_the_environment_is_put_back(tmp_path, monkeypatch, before):
