@@ -34,6 +34,8 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 SYSTEM := /usr/bin/chromium /usr/bin/pg_ctlcluster /usr/sbin/slurmctld /usr/sbin/munged
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 WORKERS := --numprocesses=auto --maxprocesses=4
+# the service tests mostly wait on their servers: three at a time, SLURM's alone
+SERVICE_WORKERS := --numprocesses=3 --dist loadgroup
 CAN_INSTALL := $(or $(filter 0,$(shell id -u)),$(shell sudo -n true 2>/dev/null && echo yes))
 
 $(SYSTEM):
@@ -52,7 +54,8 @@ test: $(STAMP)  ## set up .venv (and the Debian packages) and run the test suite
 	@status=0; $(BIN)/pytest -m "not services" $(WORKERS) || status=$$?; \
 	if [ -n "$(CAN_INSTALL)" ]; then \
 	  $(MAKE) --no-print-directory $(SYSTEM) && \
-	  sh tests/loopback_only.sh $(BIN)/pytest -m services || status=$$?; \
+	  sh tests/loopback_only.sh $(BIN)/pytest -m services $(SERVICE_WORKERS) \
+	    || status=$$?; \
 	else \
 	  echo "skipped: the service tests (PostgreSQL, SLURM, Chromium) need root or" \
 	    "sudo to install and start their Debian packages: run make test as root"; \

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mnist_regression.app import run as run_module
 from mnist_regression.app.run import run_training
 from mnist_regression.common.config import load_params, train_config
-from mnist_regression.tracking import run_log
+from mnist_regression.tracking import run_log, writer
 
 MODES = {
     "off": {"tracking.enabled": False},
@@ -52,9 +51,9 @@ class Stopwatch:
     of the artifacts, summed by wrapping them for the duration of a measurement."""
 
     TARGETS = [
-        (run_log.MlflowRun, name)
+        (writer.MlflowRun, name)
         for name in ("__enter__", "log_epoch", "set_tags", "flush", "__exit__")
-    ] + [(run_module, "log_artifacts")]
+    ] + [(run_log, "log_artifacts")]
 
     def __init__(self) -> None:
         self.seconds = 0.0

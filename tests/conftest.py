@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,24 @@ from mnist_regression.common.config import data_section
 from mnist_regression.data.idx import write_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_process_left_behind():
+    """Whatever a test started and did not end (a failed test's sweep, say) is
+    killed when the session ends, and named."""
+    yield
+    import psutil
+
+    left, names = psutil.Process().children(recursive=True), []
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            names.append(" ".join(process.cmdline())[:80])
+            process.kill()
+    psutil.wait_procs(left)
+    if left:
+        listed = "; ".join(names)
+        warnings.warn(f"killed {len(left)} processes left: {listed}", stacklevel=1)
 
 
 def pytest_ignore_collect(collection_path: Path, config) -> bool | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import end_group, free_port, healthy, wait_for
+from .conftest import HANG, end_group, free_port, healthy, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,7 +37,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TIMEOUT_MS = 60_000
+# Playwright's waits end on a condition; its timeout only stops a hang (HANG).
+TIMEOUT_MS = HANG * 1000
 
 
 def _line(lines: queue.Queue) -> str | None:

@@ -156,8 +156,8 @@ def test_a_broken_or_foreign_store_gets_one_clear_line(app, make, message):
         ("silent-server", False, "did not answer within"),
     ],
 )
-def test_an_unusable_tracking_target_fails_fast_naming_the_setting(
-    app, uri, env, message
+def test_an_unusable_tracking_target_fails_before_training_naming_the_setting(
+    app, uri, env, message, tmp_path
 ):
     listener = None
     if uri == "silent-server":  # accepts connections, never answers
@@ -173,30 +173,30 @@ def test_an_unusable_tracking_target_fails_fast_naming_the_setting(
         environ["MLFLOW_TRACKING_URI"] = uri
     else:
         command.append(f"tracking.uri={uri}")
-    start = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=environ)
-    elapsed = time.monotonic() - start
     if listener:
         listener.close()
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert message in line
     assert ("MLFLOW_TRACKING_URI" if env else "tracking.uri") in line
-    assert elapsed < 10 + 5  # the check's bound, plus the interpreter's start
+    # checked before any training: no epoch ran, no output was written
+    assert not list(tmp_path.rglob("history.csv"))
+    assert "epoch" not in result.stderr
 
 
 # --- 2. tracking never costs a result --------------------------------------------
 
 
 def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
-    """The lock is taken mid-run and held until the run has ended: training goes
-    on, the outputs are written, what the store refused is kept, and the replay
-    command writes it; nothing is lost."""
+    """The lock is taken mid-run (after 2,000 of its 30,000 epochs) and held until
+    the run has ended: training goes on, the outputs are written, what the store
+    refused is kept, and the replay command writes it; nothing is lost."""
     app.launch("optimizer.max_epochs=1")  # the store exists
     out = tmp_path / "locked-run"
     process = app.start(
         *LONG[1:],
-        "optimizer.max_epochs=300000",
+        "optimizer.max_epochs=30000",
         "tracking.retry_seconds=0",
         "tracking.artifacts=true",
         "progress=true",
@@ -225,7 +225,7 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
         tmp_path,
     )
     assert not pending.exists()
-    record = next(r for r in app.runs() if "300000" in r.info.run_name)
+    record = next(r for r in app.runs() if "30000" in r.info.run_name)
     assert record.info.status == "FINISHED"
     points = app.client.get_metric_history(record.info.run_id, "val_loss")
     assert [p.step for p in points] == [int(row.split(",")[1]) for row in history]

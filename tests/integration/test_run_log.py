@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_regression.tracking.run_log import MlflowRun, fluent_target
+from mnist_regression.tracking.writer import MlflowRun, fluent_target
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,12 @@ import pytest
 
 from .conftest import free_port, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.services,
+    pytest.mark.xdist_group("slurm"),  # one cluster on the machine: one at a time
+]
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sinfo")
 
