@@ -33,9 +33,6 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 # for the cluster's), installed on first `make test` as root or with sudo.
 SYSTEM := /usr/bin/chromium /usr/bin/pg_ctlcluster /usr/sbin/slurmctld /usr/sbin/munged
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
-WORKERS := --numprocesses=auto --maxprocesses=4
-# the service tests mostly wait on their servers: three at a time, SLURM's alone
-SERVICE_WORKERS := --numprocesses=3 --dist loadgroup
 CAN_INSTALL := $(or $(filter 0,$(shell id -u)),$(shell sudo -n true 2>/dev/null && echo yes))
 
 $(SYSTEM):
@@ -46,20 +43,12 @@ run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
 
-# Tests spread over the cores (pytest-xdist): most of their time is spent waiting
-# on the processes they start. The tests that start servers and daemons run apart,
-# one at a time, where only 127.0.0.1 answers;
-# both groups run whatever the other's result, and the worse status is returned.
+# tests/run_suite.sh: the service tests run beside the others, in a network
+# namespace where only 127.0.0.1 answers; both always run to the end.
 test: $(STAMP)  ## set up .venv (and the Debian packages) and run the test suite
-	@status=0; $(BIN)/pytest -m "not services" $(WORKERS) || status=$$?; \
-	if [ -n "$(CAN_INSTALL)" ]; then \
-	  $(MAKE) --no-print-directory $(SYSTEM) && \
-	  sh tests/loopback_only.sh $(BIN)/pytest -m services $(SERVICE_WORKERS) \
-	    || status=$$?; \
-	else \
-	  echo "skipped: the service tests (PostgreSQL, SLURM, Chromium) need root or" \
-	    "sudo to install and start their Debian packages: run make test as root"; \
-	fi; exit $$status
+	@services=; if [ -n "$(CAN_INSTALL)" ]; then \
+	  $(MAKE) --no-print-directory $(SYSTEM) && services=yes; fi; \
+	  sh tests/run_suite.sh $(BIN)/pytest "$$services"
 
 ui: $(STAMP)  ## start `mlflow ui` on the study's store and print the address of its runs
 	$(BIN)/python -m mnist_regression.tracking.store ui

@@ -14,9 +14,19 @@ import pytest
 from omegaconf import OmegaConf
 
 from mnist_regression.common.config import data_section
-from mnist_regression.data.idx import write_idx
+from mnist_regression.data.idx import DTYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file, the format ``read_idx`` reads."""
+    array = np.asarray(array)
+    codes = {dtype.newbyteorder("="): code for code, dtype in DTYPES.items()}
+    code = codes[array.dtype]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    big_endian = array.astype(array.dtype.newbyteorder(">"), copy=False)
+    Path(path).write_bytes(header + big_endian.tobytes())
 
 
 @pytest.fixture(autouse=True, scope="session")

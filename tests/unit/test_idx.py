@@ -3,7 +3,9 @@ import gzip
 import numpy as np
 import pytest
 
-from mnist_regression.data.idx import IdxError, read_idx, write_idx
+from mnist_regression.data.idx import IdxError, read_idx
+
+from ..conftest import write_idx
 
 
 @pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "i4", "f4", "f8"])

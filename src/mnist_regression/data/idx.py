@@ -73,13 +73,3 @@ def _parse_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], i
         raise IdxError(f"{path}: truncated inside the header of {ndim} dimensions")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     return DTYPES[code], dims, offset
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file (used to make test fixtures and mirrors)."""
-    array = np.asarray(array)
-    codes = {dtype.newbyteorder("="): code for code, dtype in DTYPES.items()}
-    code = codes[array.dtype]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    big_endian = array.astype(array.dtype.newbyteorder(">"), copy=False)
-    Path(path).write_bytes(header + big_endian.tobytes())
