@@ -47,6 +47,12 @@ def no_process_left_behind():
         warnings.warn(f"killed {len(left)} processes left: {listed}", stacklevel=1)
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """The slow tests first, so that spread over workers the longest start at once
+    and the short ones fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
     """``-m "not integration"`` leaves tests/integration/ unimported: every module
     there is marked integration, and importing them (MLflow, moto, boto3) would

@@ -21,7 +21,8 @@ else
     echo "skipped: the service tests (-m services: PostgreSQL, SLURM, Chromium)," \
         "whose Debian packages need root or sudo to install: run make test as root"
 fi
-"$pytest" -m "not services" --numprocesses=auto --maxprocesses=4 || status=$?
+"$pytest" -m "not services" --numprocesses=auto --maxprocesses=4 --dist worksteal \
+    || status=$?
 if [ -n "$services" ]; then
     wait "$services" || status=$?
     echo "--- the service tests (-m services)"

@@ -188,6 +188,7 @@ def test_an_unusable_tracking_target_fails_before_training_naming_the_setting(
 # --- 2. tracking never costs a result --------------------------------------------
 
 
+@pytest.mark.slow  # each refused write waits out SQLite's busy timeout
 def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
     """The lock is taken mid-run (after 2,000 of its 30,000 epochs) and held until
     the run has ended: training goes on, the outputs are written, what the store
