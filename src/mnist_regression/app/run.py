@@ -87,6 +87,41 @@ def final_metrics(history: History) -> dict[str, float]:
     return final
 
 
+@dataclass
+class Setup:
+    """What a run trains: its data, model, objective and schedule, and the
+    resolved config it records (``optimizer.lr`` the rate used)."""
+
+    kind: str
+    task: str
+    arrays: dict
+    data: Dataset
+    model: LinearModel
+    objective: Objective
+    schedule: Schedule
+    labels: list[str]
+    resolved: dict
+
+
+def set_up(cfg: DictConfig) -> Setup:
+    """Load the prepared data of the configured model and build what it trains."""
+    kind = cfg.model.name.value
+    task = TASKS[kind]
+    check_prepared_settings(cfg.data, cfg.seed)
+    arrays = load_task(Path(cfg.data.prepared_dir), task)
+    data = Dataset.from_arrays(arrays)
+    model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
+    objective = Objective.of(kind, cfg.model.l2, cfg.model.l2_bias)
+    schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
+    schedule = with_stable_rate(schedule, data, objective)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if cfg.optimizer.lr == AUTO_RATE:  # logged and saved: the rate used
+        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
+        resolved["optimizer"]["lr"] = schedule.lr
+    labels = class_labels(cfg, kind, data.n_classes)
+    return Setup(kind, task, arrays, data, model, objective, schedule, labels, resolved)
+
+
 def run_training(
     cfg: DictConfig,
     out_dir: Path,
@@ -101,65 +136,68 @@ def run_training(
     FINISHED always has them, whatever happens to tracking. A run that fails
     (divergence) writes ``metrics.json`` with its status and reason.
     """
-    kind = cfg.model.name.value
-    task = TASKS[kind]
-    prepared = Path(cfg.data.prepared_dir)
-    check_prepared_settings(cfg.data, cfg.seed)
-    arrays = load_task(prepared, task)
-    data = Dataset.from_arrays(arrays)
-    model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
-    labels = class_labels(cfg, kind, data.n_classes)
-    objective = Objective.of(kind, cfg.model.l2, cfg.model.l2_bias)
-    schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
-    schedule = with_stable_rate(schedule, data, objective)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    if cfg.optimizer.lr == AUTO_RATE:  # logged and saved: the rate used
-        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
-        resolved["optimizer"]["lr"] = schedule.lr
-    digest = sha256_of(prepared / f"{task}.npz")
-    all_tags = run_log.training_tags(kind, task, digest, tags or {})
-    show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    setup = set_up(cfg)
+    data_file = Path(cfg.data.prepared_dir) / f"{setup.task}.npz"
+    digest = sha256_of(data_file)
     name = run_name or provenance.run_name(cfg)
     run = run_log.open_run(
         cfg.tracking,
         name,
-        resolved,
-        all_tags,
+        setup.resolved,
+        run_log.training_tags(setup.kind, setup.task, digest, tags or {}),
         out_dir,
-        provenance.dataset(prepared / f"{task}.npz", digest, arrays),
+        provenance.dataset(data_file, digest, setup.arrays),
     )
-    lines = ProgressLines(name, enabled=not show)
-    with run, tqdm(total=schedule.max_epochs, disable=not show, unit="epoch") as bar:
-
-        def on_eval(epoch: int, values: dict[str, float]) -> None:
-            check_stop()
-            run.log_epoch(epoch, values)
-            bar.update(epoch - bar.n)
-            bar.set_postfix(
-                val_loss=f"{values['val_loss']:.4f}",
-                val_acc=f"{values['val_accuracy']:.4f}",
-            )
-            lines.eval(epoch, values)
-
+    show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    with run, Progress(name, setup.schedule.max_epochs, show, run) as progress:
         started = time.perf_counter()
         try:
             history = train(
-                model,
-                data,
-                schedule,
+                setup.model,
+                setup.data,
+                setup.schedule,
                 np.random.default_rng(cfg.seed),
-                objective,
-                on_eval,
+                setup.objective,
+                progress.on_eval,
             )
         except DivergenceError as err:
-            save_failure(out_dir, label, str(err), resolved)
+            save_failure(out_dir, label, str(err), setup.resolved)
             raise
         seconds = time.perf_counter() - started  # the loop alone, evaluations included
         final = final_metrics(history)
-        result = RunResult(model, history, final, labels, run.run_id, resolved)
+        result = RunResult(
+            setup.model, history, final, setup.labels, run.run_id, setup.resolved
+        )
         save_results(result, out_dir, label)
-        run_log.log_outcome(run, result, seconds, name, data.x["test"][:5])
+        example = setup.data.x["test"][:5]
+        run_log.log_outcome(run, result, seconds, name, example)
     return result
+
+
+class Progress:
+    """Each evaluation: checked for a stop request, logged to the run, shown on
+    a progress bar (a terminal) or as lines every few seconds (elsewhere)."""
+
+    def __init__(self, name: str, epochs: int, show: bool, run) -> None:
+        self.run = run
+        self.bar = tqdm(total=epochs, disable=not show, unit="epoch")
+        self.lines = ProgressLines(name, enabled=not show)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def on_eval(self, epoch: int, values: dict[str, float]) -> None:
+        check_stop()
+        self.run.log_epoch(epoch, values)
+        self.bar.update(epoch - self.bar.n)
+        self.bar.set_postfix(
+            val_loss=f"{values['val_loss']:.4f}",
+            val_acc=f"{values['val_accuracy']:.4f}",
+        )
+        self.lines.eval(epoch, values)
 
 
 def save_results(result: RunResult, directory: Path, label: str) -> None:
