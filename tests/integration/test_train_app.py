@@ -135,6 +135,31 @@ def test_bad_config_fails_before_training_without_traceback(app, override, messa
     assert experiment is None or not runs_of(client)
 
 
+def test_the_registered_champion_loads_and_predicts(app, tmp_path, monkeypatch):
+    """The report registers each task's best run: ``models:/<name>@champion``
+    loads (MLflow 3 keeps logged models apart from runs) and predicts as the
+    run's own model."""
+    import mlflow
+
+    from mnist_regression.data.prepare import load_task
+    from mnist_regression.tracking.serving import ALIAS, register_champions
+
+    monkeypatch.setenv("DVC_STAGE", "train@models")
+    app.launch("-m", "model.l2=0,0.01", "optimizer.max_epochs=2")
+    (parent,) = [r for r in app.runs() if "sweep_grid" in r.data.tags]
+    found = register_champions(
+        app.client, parent.info.experiment_id, ["train@models"], [2, 3]
+    )
+    (name,) = found
+    assert name == "mnist-logistic-2-vs-3"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", app.uri)
+    champion = app.client.get_model_version_by_alias(name, ALIAS)
+    x = load_task(tmp_path / "prepared", "binary")["x_test"]
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@{ALIAS}")
+    own = mlflow.pyfunc.load_model(f"runs:/{champion.run_id}/model")
+    np.testing.assert_array_equal(loaded.predict(x), own.predict(x))
+
+
 def test_each_run_logs_a_model_that_predicts_as_the_project_does(app, tmp_path):
     import mlflow
     import numpy as np

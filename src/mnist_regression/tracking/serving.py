@@ -95,7 +95,9 @@ def register_champions(client, experiment_id: str, stages: list[str], digits) ->
     registered = {}
     for task, run in best.items():
         name = registered_name(task, digits)
-        source = f"runs:/{run.info.run_id}/model"
+        # MLflow 3 keeps a logged model apart from its run: the version points at
+        # its artifacts, so that models:/<name>@champion loads
+        source, model_id = logged_model_of(client, run)
         try:
             current = client.get_model_version_by_alias(name, ALIAS)
         except Exception:  # no such model or alias yet
@@ -108,7 +110,23 @@ def register_champions(client, experiment_id: str, stages: list[str], digits) ->
                 name,
                 description=f"The study's best {task} model, by validation accuracy",
             )
-        version = client.create_model_version(name, source, run_id=run.info.run_id)
+        version = client.create_model_version(
+            name, source, run_id=run.info.run_id, model_id=model_id
+        )
         client.set_registered_model_alias(name, ALIAS, version.version)
         registered[name] = (version.version, run.info.run_name)
     return registered
+
+
+def logged_model_of(client, run) -> tuple[str, str | None]:
+    """(source, model id) of the model ``run`` logged, for a registry version: the
+    logged model's own artifact location where MLflow has one. (A ``models:/m-...``
+    source would be looked up in MLflow's global tracking URI, not the client's.)"""
+    found = client.search_logged_models(
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
+        max_results=1,
+    )
+    if found:
+        return found[0].artifact_location, found[0].model_id
+    return f"runs:/{run.info.run_id}/model", None
