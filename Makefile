@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 # DVC stage commands call `python`: the one in .venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test ui compare lint bench params lock clean-venv
+.PHONY: help run test ui restore compare lint bench params lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,15 @@ test: $(STAMP)  ## set up .venv (and the Debian packages) and run the test suite
 
 ui: $(STAMP)  ## start `mlflow ui` on the study's store and print the address of its runs
 	$(BIN)/python -m mnist_regression.tracking.store ui
+
+# The committed params.yaml (in the index too: `dvc exp run` stages what it
+# changes), then `dvc repro`: each stage's outputs come back from DVC's run cache,
+# untrained, and dvc.lock follows them. (`git restore dvc.lock && dvc checkout`
+# finds only the committing machine's output hashes, which may differ here.)
+restore: | $(STAMP)  ## return the workspace to the committed study, from DVC's run cache
+	git restore --source=HEAD --staged --worktree params.yaml
+	git restore --staged dvc.lock reports
+	$(BIN)/dvc repro
 
 compare: $(STAMP)  ## compare the rebuilt study with the committed one, within tolerances
 	$(BIN)/python -m mnist_regression.study.compare

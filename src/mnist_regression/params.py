@@ -5,6 +5,8 @@ changes; ``--check`` only compares, and exits 1 with one line naming the values
 that differ and the commands that settle them. ``make run`` and the pipeline's
 first stage run the check, so an edit of ``conf/`` is never silently ignored.
 Inside ``dvc exp run`` the check passes: there params.yaml is conf/ plus ``-S``.
+``--stamp PATH`` writes PATH when the check passes: every other stage of the
+pipeline depends on it, so that no stage runs, alone or not, before the check.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from .common.io import atomic_write
 
 
 def compose_params(root: Path, output: Path) -> None:
@@ -61,24 +65,38 @@ def describe(diffs) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare")
+    parser.add_argument(
+        "--stamp", type=Path, help="with --check: a file written when it passes"
+    )
     args = parser.parse_args()
-    root = Path.cwd()
+    status = compose(Path.cwd(), check_only=args.check)
+    if status == 0 and args.check and args.stamp:
+        with atomic_write(args.stamp, "w") as handle:
+            handle.write("params.yaml agrees with conf/\n")
+    return status
+
+
+def compose(root: Path, check_only: bool) -> int:
+    """Compare params.yaml with conf/'s composition (``check_only``), or rewrite
+    it; 0 when done or equal, 1 with one line naming the differences."""
     target = root / "params.yaml"
-    if args.check and os.environ.get("DVC_EXP_NAME"):
+    if check_only and os.environ.get("DVC_EXP_NAME"):
         print("inside dvc exp run: params.yaml is conf/ plus its -S values")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "params.yaml"
         compose_params(root, fresh)
         diffs = differences(target, fresh)
-        if args.check:
+        if check_only:
             if not diffs:
                 print("params.yaml is up to date with conf/")
                 return 0
             print(
                 f"error: params.yaml differs from conf/ in {describe(diffs)}: "
-                "`make params` trains conf/'s values; to keep params.yaml's, write "
-                "them into conf/ (or keep the experiment with `dvc exp branch`)",
+                "`make restore` returns to the committed study, `make params` "
+                "rewrites params.yaml from conf/; to keep params.yaml's values, "
+                "write them into conf/ (or keep the experiment with "
+                "`dvc exp branch`)",
                 file=sys.stderr,
             )
             return 1

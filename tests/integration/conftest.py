@@ -23,7 +23,15 @@ from ..conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 # What a fresh clone lacks: run outputs at the top, caches anywhere.
-TOP_LEVEL_OUTPUTS = {".git", ".venv", "data", "mlruns", "outputs", "multirun"}
+TOP_LEVEL_OUTPUTS = {
+    ".git",
+    ".venv",
+    "data",
+    "mlruns",
+    "mlflow.db",
+    "outputs",
+    "multirun",
+}
 CACHES = shutil.ignore_patterns(
     "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "cache", "tmp"
 )
@@ -91,7 +99,7 @@ def app(data_cfg, tmp_path):
     runs it to the end; ``start`` starts it in the background.
     """
     prepare(data_cfg, seed=0)
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = [
         sys.executable,
         "-m",
@@ -133,7 +141,7 @@ def app(data_cfg, tmp_path):
         started.append(process)
         return process
 
-    db = tmp_path / "mlruns" / "mlflow.db"
+    db = tmp_path / "mlflow.db"
     client = LazyClient(uri)
 
     def runs() -> list:

@@ -49,39 +49,50 @@ def _line(lines: queue.Queue) -> str | None:
 
 
 @pytest.fixture
-def ui(app, tmp_path):
-    """A small sweep in the store, and the project's UI command serving it:
-    yields the address it printed."""
-    app.launch("-m", "model.l2=0,0.01")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnist_regression.tracking.store",
-            "--uri",
-            app.uri,
-            "ui",
-        ]
-        + ["--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in server.stdout], daemon=True
-    ).start()
-    try:
-        first = wait_for(lambda: _line(lines), "the address", server)
-        assert first.startswith("runs of mnist-regression: http://127.0.0.1:"), first
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: healthy(url), "mlflow ui to answer /health", server)
-        yield first.split(": ", 1)[1].strip()
-    finally:
+def serve(app, tmp_path):
+    """The project's UI command on the app's store: ``serve()`` starts it and
+    returns the address it printed."""
+    servers = []
+
+    def start() -> str:
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mnist_regression.tracking.store"]
+            + ["--uri", app.uri, "ui", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        servers.append(server)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in server.stdout], daemon=True
+        ).start()
+        first = wait_for(lambda: _line(lines), "the first line", server)
+        assert first.startswith("starting mlflow ui on "), first
+
+        def address_line() -> str | None:  # after mlflow's own lines
+            line = _line(lines)
+            return line if line is None or line.startswith("runs of ") else ""
+
+        address = wait_for(address_line, "the address", server)
+        assert address.startswith("runs of mnist-regression: http://127.0.0.1:")
+        # printed only once the server answers
+        assert healthy(f"http://127.0.0.1:{port}"), address
+        return address.split(": ", 1)[1].strip()
+
+    yield start
+    for server in servers:
         end_group(server)
+
+
+@pytest.fixture
+def ui(app, serve):
+    """A small sweep in the store and the UI serving it: its address."""
+    app.launch("-m", "model.l2=0,0.01")
+    return serve()
 
 
 @pytest.fixture
@@ -149,3 +160,38 @@ def test_a_run_shows_its_weight_image_and_model(app, ui, page, tmp_path):
     page.get_by_text("Artifacts", exact=True).click()
     page.get_by_text("MLmodel").first.wait_for()
     page.screenshot(path=tmp_path / "model.png")
+
+
+def test_experiments_stay_apart_and_the_champion_is_in_the_registry(
+    app, serve, page, tmp_path, monkeypatch
+):
+    """Two DVC experiments sweep the same stage: their parent runs carry the
+    experiments' names. The registry page shows the champion's alias."""
+    from mnist_regression.stages.report import candidates
+    from mnist_regression.tracking.serving import ALIAS, register_champions
+
+    monkeypatch.setenv("DVC_STAGE", "train@models")
+    for experiment in ("lucid-lamb", "brave-bison"):
+        monkeypatch.setenv("DVC_EXP_NAME", experiment)
+        app.launch("-m", "model.l2=0,0.01", f"output_dir={tmp_path / experiment}")
+    parents = sorted(r.info.run_name for r in app.runs() if "sweep_grid" in r.data.tags)
+    assert parents == [
+        "train@models (brave-bison): model.l2=0,0.01",
+        "train@models (lucid-lamb): model.l2=0,0.01",
+    ]
+    jobs = candidates(tmp_path, ["brave-bison"])
+    experiment_id = app.jobs()[0].info.experiment_id
+    (name,) = register_champions(app.client, experiment_id, jobs, [2, 3], ALIAS)
+    address = serve()
+
+    page.goto(address)
+    rows = page.locator(".ag-pinned-left-cols-container [role=row]")
+    for parent in parents:
+        rows.filter(has_text=parent).wait_for()
+    page.screenshot(path=tmp_path / "experiments.png")
+
+    base = address.split("#/")[0]
+    page.goto(f"{base}#/models/{name}")
+    page.get_by_text(name).first.wait_for()
+    page.get_by_text(f"@ {ALIAS}").first.wait_for()
+    page.screenshot(path=tmp_path / "registry.png")

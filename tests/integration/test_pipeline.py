@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .conftest import run
+from .conftest import BIN, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,13 +30,9 @@ FIGURES = [
 
 
 # The README's `dvc exp show`
-TABLE = [
-    "--no-pager",
-    "--drop",
-    ".*",
-    "--keep",
-    r"Experiment|.*\.(val|test)$|model\.l2$|optimizer\.lr$",
-]
+TABLE = ["--no-pager", "--only-changed", "--drop", r"Created|.*/|.*\.yaml|results|conf"]
+# registered model -> task
+MODELS = {"mnist-logistic-2-vs-3": "binary", "mnist-softmax-10-digits": "multiclass"}
 
 
 def small(mirror: Path) -> list[str]:
@@ -77,7 +74,7 @@ def pipeline_stages(repo: Path) -> set[str]:
 
 def mlflow_runs(repo: Path, sweeps: bool = False):
     """The training runs; with ``sweeps``, the parent runs of the stages instead."""
-    client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mnist-regression")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     return [r for r in runs if ("sweep_grid" in r.data.tags) == sweeps]
@@ -124,23 +121,23 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         if (repo / "results" / name.rpartition("@")[2]).is_dir()
     )
     assert {r.info.status for r in sweeps} == {"FINISHED"}
-    experiment_names = {r.data.tags.get("dvc.experiment") for r in runs}
-    assert len(experiment_names) == 1 and None not in experiment_names
+    (experiment,) = {r.data.tags.get("dvc.experiment") for r in runs}
+    assert experiment is not None
     for stage in {r.data.tags["dvc.stage"] for r in runs}:  # names tell jobs apart
         names = [r.info.run_name for r in runs if r.data.tags["dvc.stage"] == stage]
         assert len(set(names)) == len(names), names
-    client = MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
-    for name, task in (
-        ("mnist-logistic-2-vs-3", "binary"),
-        ("mnist-softmax-10-digits", "multiclass"),
-    ):
-        champion = client.get_model_version_by_alias(name, "champion")
-        chosen = client.get_run(champion.run_id)
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    # an experiment's best has its own alias, and there is no champion yet
+    for name, task in MODELS.items():
+        candidate = client.get_model_version_by_alias(name, f"candidate-{experiment}")
+        chosen = client.get_run(candidate.run_id)
         assert chosen.data.tags["task"] == task
         same_task = [r for r in runs if r.data.tags["task"] == task]
         assert chosen.data.metrics["final_val_accuracy"] == max(
             r.data.metrics["final_val_accuracy"] for r in same_task
         )
+        with pytest.raises(MlflowException, match="champion"):
+            client.get_model_version_by_alias(name, "champion")
 
     again = run(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date." in again.stdout
@@ -157,6 +154,14 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         return models
 
     assert trained_l2() == {"logistic": 0.0, "softmax": 0.0}
+    # the experiment becomes the committed study; its report names the champion
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "the study"], repo)
+    run(["dvc", "repro", "--force", "--single-item", "report"], repo)
+    champions = {name: best_of(repo, task) for name, task in MODELS.items()}
+    for name, digest in champions.items():
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert client.get_run(champion.run_id).data.tags["weights_sha256"] == digest
     norm_before = metrics["logistic_lr"]["lr=0.1"]["weight_norm"]
     changed = run(
         ["dvc", "exp", "run", *small(npm_raw_dir), "-S", "model.l2=0.5"], repo
@@ -172,14 +177,52 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     metrics = json.loads((repo / "reports" / "details.json").read_text())
     assert metrics["logistic_lr"]["lr=0.1"]["weight_norm"] < 0.8 * norm_before
     assert len(mlflow_runs(repo)) == 16 + 4 + (4 + 2 + 2 + 2 + 2)  # forced, changed
+    (second,) = {r.data.tags.get("dvc.experiment") for r in mlflow_runs(repo)} - {
+        experiment,
+        None,
+    }
+    for name, digest in champions.items():  # the experiment has its own alias
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert client.get_run(champion.run_id).data.tags["weights_sha256"] == digest
+        candidate = client.get_model_version_by_alias(name, f"candidate-{second}")
+        found = client.get_run(candidate.run_id).data.tags["weights_sha256"]
+        assert found == best_of(repo, MODELS[name])  # of this experiment's outputs
+    # no two parent runs of different experiments share a name
+    parents: dict[str, set] = {}
+    for sweep in mlflow_runs(repo, sweeps=True):
+        tag = sweep.data.tags.get("dvc.experiment")
+        parents.setdefault(sweep.info.run_name, set()).add(tag)
+    assert all(len(tags) == 1 for tags in parents.values()), parents
 
     # the README's tables fit in 120 columns, experiments listed
     for command in (["dvc", "metrics", "show"], ["dvc", "exp", "show", *TABLE]):
         table = run(command, repo, COLUMNS="400").stdout  # as wide as it wants
         assert max(len(line.rstrip()) for line in table.splitlines()) <= 120, table
         assert "softmax.test" in table and "…" not in table
-        if "exp" in command:  # the README's columns, named plainly
-            assert " model.l2 " in table and " optimizer.lr " in table, table
+        if "exp" in command:  # what differs, named plainly; what does not, left out
+            assert " model.l2 " in table and "optimizer.lr" not in table, table
+
+    # the README's way back: the committed study from DVC's run cache, untrained
+    back = run(["make", "restore", f"BIN={BIN}", "STAMP="], repo)
+    assert not {s for s in stages_run(back.stdout) if s.startswith("train@")}
+    assert "is cached - skipping run" in back.stdout
+    assert trained_l2() == {"logistic": 0.0, "softmax": 0.0}
+    assert (repo / "reports" / "figures" / FIGURES[0]).is_file()
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""  # this machine
+    for name, digest in champions.items():
+        assert best_of(repo, MODELS[name]) == digest
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert client.get_run(champion.run_id).data.tags["weights_sha256"] == digest
+
+
+def best_of(repo: Path, task: str) -> str:
+    """The digest of the workspace's best job of ``task``, by validation accuracy."""
+    from mnist_regression.stages.report import candidates
+    from mnist_regression.study.report import training_stages
+
+    folders = [stage.folder for stage in training_stages(repo / "dvc.yaml")]
+    jobs = [j for j in candidates(repo / "results", folders) if j.task == task]
+    return max(jobs, key=lambda job: job.val_accuracy).weights_sha256
 
 
 def test_the_committed_lock_matches_the_code_and_params(repo_copy):

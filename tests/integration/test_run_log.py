@@ -2,6 +2,9 @@
 environment, and a race between parallel jobs on the same data."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -78,3 +81,35 @@ def test_a_dataset_inserted_meanwhile_by_a_parallel_job_is_linked(
         pass
     (found,) = MlflowClient(cfg.uri).get_run(run.run_id).inputs.dataset_inputs
     assert found.dataset.digest == "abc123"
+
+
+def test_the_default_store_is_where_plain_mlflow_looks(tmp_path, monkeypatch):
+    """With no tracking URI anywhere, the project's store is MLflow 3's default
+    (``sqlite:///mlflow.db`` in the working folder, artifacts in ``mlruns/``), so
+    ``mlflow ui`` or a client started in the root reads the study; a store made
+    by an older version under ``mlruns/`` moves there with its runs."""
+    from mnist_regression.tracking.session import open_session
+    from mnist_regression.tracking.target import OLD_DEFAULT
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    old = open_session(f"sqlite:///{tmp_path / OLD_DEFAULT}")
+    run = old.client.create_run(old.experiment_id("study"))
+
+    session = open_session(None)  # tracking.uri unset
+    assert not (tmp_path / OLD_DEFAULT).exists()
+    listed = subprocess.run(  # MLflow's own default, in this folder
+        [str(Path(sys.executable).parent / "mlflow"), "runs", "list"]
+        + ["--experiment-id", run.info.experiment_id],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "DVC_ROOT"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.info.run_id in listed.stdout
+    new = session.client.create_run(session.experiment_id("study2"))
+    session.client.log_text(new.info.run_id, "x", "note.txt")
+    assert (tmp_path / "mlruns").is_dir()
+    assert list((tmp_path / "mlruns").rglob("note.txt"))

@@ -49,8 +49,8 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
     artifacts = {a.path for a in client.list_artifacts(record.info.run_id)}
     assert {"config.yaml", "weights.npz", "weights_grid.png"} <= artifacts
     images = client.list_artifacts(record.info.run_id, "weights")
-    assert [a.path for a in images] == ["weights/2 vs 3.png"]
-    local = client.download_artifacts(record.info.run_id, "weights/2 vs 3.png")
+    assert [a.path for a in images] == ["weights/2-vs-3.png"]
+    local = client.download_artifacts(record.info.run_id, "weights/2-vs-3.png")
     header = Path(local).read_bytes()[:24]
     width, height = struct.unpack(">II", header[16:24])
     assert header[:8] == b"\x89PNG\r\n\x1a\n" and min(width, height) >= 224
@@ -135,29 +135,65 @@ def test_bad_config_fails_before_training_without_traceback(app, override, messa
     assert experiment is None or not runs_of(client)
 
 
-def test_the_registered_champion_loads_and_predicts(app, tmp_path, monkeypatch):
-    """The report registers each task's best run: ``models:/<name>@champion``
-    loads (MLflow 3 keeps logged models apart from runs) and predicts as the
-    run's own model."""
+def test_the_registered_champion_loads_and_predicts_digits(app, tmp_path, monkeypatch):
+    """The report registers the best job of the workspace's outputs, found in the
+    store by the digest of its weights: ``models:/<name>@champion`` loads (MLflow 3
+    keeps logged models apart from runs) and predicts digits, in Python and through
+    ``mlflow models predict``. Inside ``dvc exp run`` the alias is the experiment's
+    own and the champion stays."""
     import mlflow
 
+    from mnist_regression.core.models import LinearModel
     from mnist_regression.data.prepare import load_task
-    from mnist_regression.tracking.serving import ALIAS, register_champions
-
-    monkeypatch.setenv("DVC_STAGE", "train@models")
-    app.launch("-m", "model.l2=0,0.01", "optimizer.max_epochs=2")
-    (parent,) = [r for r in app.runs() if "sweep_grid" in r.data.tags]
-    found = register_champions(
-        app.client, parent.info.experiment_id, ["train@models"], [2, 3]
+    from mnist_regression.stages.report import candidates
+    from mnist_regression.tracking.serving import (
+        ALIAS,
+        alias_for,
+        register_champions,
     )
-    (name,) = found
+
+    results = tmp_path / "results"
+    app.launch(
+        "-m",
+        "model.l2=0,0.01",
+        "optimizer.max_epochs=2",
+        f"output_dir={results / 'models'}",
+    )
+    jobs = candidates(results, ["models"])
+    assert len(jobs) == 2
+    experiment = app.jobs()[0].info.experiment_id
+    (name,) = register_champions(app.client, experiment, jobs, [2, 3], ALIAS)
     assert name == "mnist-logistic-2-vs-3"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", app.uri)
     champion = app.client.get_model_version_by_alias(name, ALIAS)
+    best = max(jobs, key=lambda job: job.val_accuracy)
+    with np.load(results / best.label / "weights.npz") as saved:
+        ours = LinearModel("logistic", saved["weights"], saved["bias"])
+    assert app.client.get_run(champion.run_id).data.tags["weights_sha256"] == (
+        best.weights_sha256
+    )
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", app.uri)
     x = load_task(tmp_path / "prepared", "binary")["x_test"]
+    digits = np.where(ours.predict(x) == 1, 2, 3)
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@{ALIAS}")
-    own = mlflow.pyfunc.load_model(f"runs:/{champion.run_id}/model")
-    np.testing.assert_array_equal(loaded.predict(x), own.predict(x))
+    np.testing.assert_array_equal(loaded.predict(x), digits)
+    (tmp_path / "input.json").write_text(json.dumps({"inputs": x[:7].tolist()}))
+    served = run(
+        [str(BIN / "mlflow"), "models", "predict", "-m", f"models:/{name}@{ALIAS}"]
+        + ["-i", str(tmp_path / "input.json"), "-t", "json"]
+        + ["--env-manager", "local"],
+        tmp_path,
+        MLFLOW_TRACKING_URI=app.uri,
+    )
+    predictions = json.loads(served.stdout.strip().splitlines()[-1])["predictions"]
+    assert predictions == [int(d) for d in digits[:7]]
+
+    other = [job for job in jobs if job is not best]  # as an experiment's outputs
+    candidate = alias_for("pudgy-clog")
+    assert candidate == "candidate-pudgy-clog"
+    register_champions(app.client, experiment, other, [2, 3], candidate)
+    assert app.client.get_model_version_by_alias(name, candidate).version == 2
+    assert app.client.get_model_version_by_alias(name, ALIAS).version == 1
 
 
 def test_each_run_logs_a_model_that_predicts_as_the_project_does(app, tmp_path):

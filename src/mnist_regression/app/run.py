@@ -168,9 +168,9 @@ def run_training(
         result = RunResult(
             setup.model, history, final, setup.labels, run.run_id, setup.resolved
         )
-        save_results(result, out_dir, label)
+        weights_sha256 = save_results(result, out_dir, label)
         example = setup.data.x["test"][:5]
-        run_log.log_outcome(run, result, seconds, name, example)
+        run_log.log_outcome(run, result, seconds, name, example, weights_sha256)
     return result
 
 
@@ -200,13 +200,12 @@ class Progress:
         self.lines.eval(epoch, values)
 
 
-def save_results(result: RunResult, directory: Path, label: str) -> None:
-    """The run's DVC outputs: history.csv, metrics.json and weights.npz."""
+def save_results(result: RunResult, directory: Path, label: str) -> str:
+    """The run's DVC outputs: history.csv, metrics.json and weights.npz; returns
+    the SHA-256 of weights.npz, by which its MLflow run is found again."""
     history = result.history
-    save_npz(
-        directory / "weights.npz",
-        {"weights": result.model.weights, "bias": result.model.bias},
-    )
+    weights = directory / "weights.npz"
+    save_npz(weights, {"weights": result.model.weights, "bias": result.model.bias})
     write_histories(directory / "history.csv", [(label, history)])
     save_json(  # last: its presence marks a complete job folder
         directory / "metrics.json",
@@ -218,6 +217,7 @@ def save_results(result: RunResult, directory: Path, label: str) -> None:
             "config": result.config,
         },
     )
+    return sha256_of(weights)
 
 
 def save_failure(directory: Path, label: str, reason: str, config: dict) -> None:

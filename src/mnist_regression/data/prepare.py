@@ -35,6 +35,15 @@ def pair_name(digits) -> str:
     return f"{positive} vs {negative}"
 
 
+def class_digits(task: str, digits) -> list[int]:
+    """The digit of each class a model predicts: for the binary task class 0 is
+    the second digit of ``digits`` and class 1 the first; else the digit itself."""
+    if task == "binary":
+        positive, negative = (int(d) for d in digits)
+        return [negative, positive]
+    return list(range(10))
+
+
 def load_pair(raw_dir: Path, files: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Images as (n, pixels) uint8 and labels as (n,) from one image/label pair."""
     image_path, label_path = raw_dir / files[0], raw_dir / files[1]

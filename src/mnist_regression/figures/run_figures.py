@@ -85,7 +85,7 @@ def save_weight_pngs(
 ) -> None:
     """``weights_grid.png``, every class on one scale, and under ``weights/`` one
     PNG per class at least ``SIDE_PX`` wide (8 px per weight for MNIST) on its own
-    scale."""
+    scale, named by its label without spaces (``2-vs-3.png``)."""
     images = weight_images(model)
     scale = -(-SIDE_PX // images.shape[1])
     (directory / "weights").mkdir(parents=True, exist_ok=True)
@@ -95,5 +95,5 @@ def save_weight_pngs(
     )
     for image, label in zip(images, labels, strict=True):
         weight_sheet(image[None], [label], f"weights of {label}", scale).save(
-            directory / "weights" / f"{label}.png"
+            directory / "weights" / f"{label.replace(' ', '-')}.png"
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
+from ..app.results import job_folders
 from ..common.cli import run_stage
 from ..common.config import load_params, train_config
 from ..common.errors import UserError
+from ..common.io import sha256_of
 from ..core.losses import LOSSES
-from ..study.report import build_report
+from ..study.report import build_report, training_stages
 
 
 def main(argv: list[str]) -> None:
@@ -26,21 +31,25 @@ def main(argv: list[str]) -> None:
 
 
 def register(cfg) -> None:
-    """The study's best model of each task in the MLflow Model Registry, aliased
-    ``champion``; a store that cannot be used costs only a warning."""
-    from ..study.report import training_stages
-    from ..tracking.serving import ALIAS, register_champions
+    """The best model of each task among the workspace's training outputs in the
+    MLflow Model Registry, aliased ``champion`` (inside ``dvc exp run``:
+    ``candidate-<experiment>``); a store that cannot be used costs a warning."""
+    from ..tracking.serving import alias_for, register_champions
     from ..tracking.session import open_session
     from ..tracking.target import describe_failure, resolve_target
 
     target = resolve_target(cfg.tracking.uri)
+    alias = alias_for(os.environ.get("DVC_EXP_NAME"))
     try:
         session = open_session(target)
         experiment = session.find_experiment(cfg.tracking.experiment)
         if experiment is None:
             return
-        stages = [stage.name for stage in training_stages()]
-        found = register_champions(session.client, experiment, stages, cfg.data.digits)
+        folders = [stage.folder for stage in training_stages()]
+        jobs = candidates(Path(cfg.study.results_dir), folders)
+        found = register_champions(
+            session.client, experiment, jobs, cfg.data.digits, alias
+        )
     except UserError as err:
         print(f"warning: models not registered: {err}", file=sys.stderr)
         return
@@ -51,7 +60,31 @@ def register(cfg) -> None:
         )
         return
     for name, (version, run_name) in found.items():
-        print(f"registered {name} version {version} ({run_name}) as @{ALIAS}")
+        if version is None:
+            print(f"warning: {name} not registered: {run_name}", file=sys.stderr)
+        else:
+            print(f"registered {name} version {version} ({run_name}) as @{alias}")
+
+
+def candidates(results: Path, stages: list[str]) -> list:
+    """Every finished job of the training stages' outputs in the workspace."""
+    from ..tracking.serving import Candidate
+
+    found = []
+    for stage in stages:
+        for folder in job_folders(results / stage):
+            metrics = json.loads((folder / "metrics.json").read_text())
+            if metrics["status"] != "FINISHED":
+                continue
+            found.append(
+                Candidate(
+                    LOSSES[metrics["config"]["model"]["name"]].task,
+                    metrics["final_val_accuracy"],
+                    sha256_of(folder / "weights.npz"),
+                    f"{stage}/{folder.name}",
+                )
+            )
+    return found
 
 
 if __name__ == "__main__":

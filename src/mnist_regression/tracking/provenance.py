@@ -8,6 +8,8 @@
   experiment's name and baseline revision.
 - ``dataset``: the prepared data as an MLflow dataset (name, SHA-256 digest,
   source, schema), which fills the UI's Dataset column.
+- ``WEIGHTS_TAG``: on a finished run, the SHA-256 of the ``weights.npz`` it wrote,
+  which finds the run of any job folder in the workspace.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..common.config import plain
 # DVC, $DVC_ROOT is the workspace being run instead).
 CONF = Path(__file__).resolve().parents[3] / "conf"
 ENTRY_POINT = "mnist_regression.train"
+WEIGHTS_TAG = "weights_sha256"
 # Settings shown in run names when they differ from conf/, with their short name.
 NAMED = {
     "model.l2": "l2",

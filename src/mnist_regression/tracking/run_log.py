@@ -6,7 +6,8 @@ A training run (``open_run``, then ``log_outcome``) records
 - tags: ``model``, ``task``, ``data_sha256``, the source (``provenance``: commit,
   ``git_dirty``, ``dvc.stage``, ``dvc.experiment``), ``host``, ``pid``,
   ``hydra_overrides``, in a sweep ``sweep``, ``sweep_job`` and its parent run;
-  at the end ``stop_reason`` (or ``failure_reason``);
+  at the end ``stop_reason`` and ``weights_sha256`` (of the job folder's
+  ``weights.npz``), or ``failure_reason``;
 - its dataset (the prepared file, by digest) as an input;
 - per evaluation: the losses and accuracies of each split, ``weight_norm`` and
   ``learning_rate``; at the end the ``final_*`` metrics of the best epoch,
@@ -34,6 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..common.cli import check_stop
 from ..common.io import save_npz
+from ..core.losses import LOSSES
+from ..data.prepare import class_digits
 from . import provenance
 from .liveness import mark_stale_runs, process_tags
 from .session import open_session
@@ -67,14 +70,26 @@ def training_tags(kind: str, task: str, digest: str, extra: Mapping[str, str]):
     return tags
 
 
-def log_outcome(run: NullRun, result, seconds: float, title: str, example) -> None:
-    """What a finished training run adds: its final metrics, why it stopped, and,
-    where ``tracking.artifacts`` asks for them, its artifacts and model."""
+def log_outcome(
+    run: NullRun, result, seconds: float, title: str, example, weights_sha256: str
+) -> None:
+    """What a finished training run adds: its final metrics, why it stopped, the
+    digest of the ``weights.npz`` it wrote (which finds the run of a job folder,
+    whichever run or DVC's run cache put it there) and, where
+    ``tracking.artifacts`` asks for them, its artifacts and model."""
     run.log_metrics({**result.final, "train_seconds": seconds})
-    run.set_tags({"stop_reason": result.history.stop_reason})
+    run.set_tags(
+        {
+            "stop_reason": result.history.stop_reason,
+            provenance.WEIGHTS_TAG: weights_sha256,
+        }
+    )
     if result.config["tracking"]["artifacts"] and run.run_id:
         log_artifacts(run, result.model, result.labels, result.config, title)
-        run.log_model(result.model, example)
+        classes = class_digits(
+            LOSSES[result.model.kind].task, result.config["data"]["digits"]
+        )
+        run.log_model(result.model, example, classes)
 
 
 def log_artifacts(run, model, labels, config: dict, title: str) -> None:
@@ -87,6 +102,16 @@ def log_artifacts(run, model, labels, config: dict, title: str) -> None:
         save_npz(out / "weights.npz", {"weights": model.weights, "bias": model.bias})
         run_figures.save_weight_pngs(model, labels, out, title)
         run.log_artifacts(out)
+
+
+def sweep_name(grid: Mapping[str, str]) -> str:
+    """A parent run's name: its DVC stage, inside ``dvc exp run`` the experiment
+    (so that two experiments' sweeps of one stage never share a name), its grid:
+    ``train@models (pudgy-clog): model.name=logistic,softmax seed=0,1``."""
+    label = os.environ.get("DVC_STAGE") or "sweep"
+    if os.environ.get("DVC_EXP_NAME"):
+        label += f" ({os.environ['DVC_EXP_NAME']})"
+    return f"{label}: " + " ".join(f"{k}={v}" for k, v in grid.items())
 
 
 class SweepRun:
@@ -104,8 +129,7 @@ class SweepRun:
         whose Hydra folder is ``folder``."""
         session = open_session(tracking.uri)
         target = session.target
-        stage = os.environ.get("DVC_STAGE")
-        name = f"{stage or 'sweep'}: " + " ".join(f"{k}={v}" for k, v in grid.items())
+        name = sweep_name(grid)
         try:
             self.client = session.client
             experiment = session.experiment_id(tracking.experiment)

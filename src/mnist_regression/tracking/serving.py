@@ -6,14 +6,17 @@ pixels in [0, 1] (n, 784) and whose output is the predicted class (for 2 vs 3:
 ``mlflow.pyfunc.load_model("runs:/<run id>/model")`` or serve it with
 ``mlflow models predict -m runs:/<run id>/model -i images.json --env-manager local``.
 
-``register_champions`` registers the best run of each task among the pipeline's
-latest training stages and points the alias ``champion`` at it.
+``register_champions`` registers the best job of each task among the training
+outputs in the workspace and points the alias ``champion`` at its run (inside
+``dvc exp run``: ``candidate-<experiment>``).
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -21,6 +24,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from ..core.models import LinearModel
+from .provenance import WEIGHTS_TAG
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -37,18 +41,22 @@ def registered_name(task: str, digits) -> str:
 ALIAS = "champion"
 
 
-def log_model(run_id: str, model: LinearModel, example: np.ndarray) -> None:
-    """Log ``model`` to the run as the MLflow Model ``model``, with signature and
-    input example (the tracking URI must be set, as ``MlflowRun`` does)."""
+def log_model(
+    run_id: str, model: LinearModel, example: np.ndarray, classes: list[int]
+) -> None:
+    """Log ``model`` to the run as the MLflow Model ``model``, predicting the digit
+    ``classes[c]`` for class c, with signature and input example (the tracking URI
+    must be set, as ``MlflowRun`` does)."""
     from mlflow.models import Model, infer_signature
 
     example = np.asarray(example, dtype=np.float32)
-    signature = infer_signature(example, model.predict(example))
+    classes = np.asarray(classes, dtype=np.int64)
+    signature = infer_signature(example, classes[model.predict(example)])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # MLflow asks for type hints that it cannot use for a NumPy array input
         warnings.filterwarnings("ignore", ".*Add type hints", UserWarning)
         weights = Path(tmp) / "weights.npz"
-        np.savez(weights, weights=model.weights, bias=model.bias)
+        np.savez(weights, weights=model.weights, bias=model.bias, classes=classes)
         Model.log(
             artifact_path=None,
             name="model",
@@ -65,41 +73,60 @@ def log_model(run_id: str, model: LinearModel, example: np.ndarray) -> None:
         )
 
 
-def register_champions(client, experiment_id: str, stages: list[str], digits) -> dict:
-    """Register, per task, the finished run with the best validation accuracy among
-    the latest sweep of each of ``stages``; alias it ``champion``.
+@dataclass(frozen=True)
+class Candidate:
+    """A finished job of the workspace's outputs, as the registry sees it."""
 
-    Returns {registered model name: (version, run name)}.
+    task: str
+    val_accuracy: float
+    weights_sha256: str  # of its weights.npz: the tag that finds its run
+    label: str
+
+
+def alias_for(experiment: str | None) -> str:
+    """``champion`` for the study in the workspace; inside ``dvc exp run`` the
+    experiment's own ``candidate-<name>``, so that no experiment moves the
+    champion of what is committed."""
+    if not experiment:
+        return ALIAS
+    return "candidate-" + re.sub(r"[^\w-]", "-", experiment)
+
+
+def register_champions(
+    client, experiment_id: str, candidates: list[Candidate], digits, alias: str
+) -> dict:
+    """Register, per task, the candidate with the best validation accuracy (the
+    first of equals) and point ``alias`` at it. Its run is the finished run that
+    wrote those very weights, found by their digest: the outputs in the workspace
+    decide, whichever experiment or run cache put them there.
+
+    Returns {registered model name: (version, run name)}, or (None, reason) for a
+    task whose run is not in the store.
     """
-    best: dict[str, object] = {}
-    for stage in stages:
-        parents = client.search_runs(
+    best: dict[str, Candidate] = {}
+    for candidate in candidates:
+        current = best.get(candidate.task)
+        if current is None or candidate.val_accuracy > current.val_accuracy:
+            best[candidate.task] = candidate
+    registered = {}
+    for task, candidate in best.items():
+        name = registered_name(task, digits)
+        runs = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`dvc.stage` = '{stage}' and tags.sweep_grid != ''",
+            filter_string=f"tags.{WEIGHTS_TAG} = '{candidate.weights_sha256}' "
+            "and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        if not parents:
+        if not runs:
+            registered[name] = (
+                None,
+                f"no finished run in the store wrote {candidate.label}'s weights",
+            )
             continue
-        for run in client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}' "
-            "and attributes.status = 'FINISHED'",
-            max_results=1000,
-        ):
-            task = run.data.tags.get("task")
-            accuracy = run.data.metrics.get("final_val_accuracy", -1.0)
-            current = best.get(task)
-            if current is None or accuracy > current.data.metrics["final_val_accuracy"]:
-                best[task] = run
-    registered = {}
-    for task, run in best.items():
-        name = registered_name(task, digits)
-        # MLflow 3 keeps a logged model apart from its run: the version points at
-        # its artifacts, so that models:/<name>@champion loads
-        source, model_id = logged_model_of(client, run)
+        run = runs[0]
         try:
-            current = client.get_model_version_by_alias(name, ALIAS)
+            current = client.get_model_version_by_alias(name, alias)
         except Exception:  # no such model or alias yet
             current = None
         if current is not None and current.run_id == run.info.run_id:
@@ -110,10 +137,13 @@ def register_champions(client, experiment_id: str, stages: list[str], digits) ->
                 name,
                 description=f"The study's best {task} model, by validation accuracy",
             )
+        # MLflow 3 keeps a logged model apart from its run: the version points at
+        # its artifacts, so that models:/<name>@champion loads
+        source, model_id = logged_model_of(client, run)
         version = client.create_model_version(
             name, source, run_id=run.info.run_id, model_id=model_id
         )
-        client.set_registered_model_alias(name, ALIAS, version.version)
+        client.set_registered_model_alias(name, alias, version.version)
         registered[name] = (version.version, run.info.run_name)
     return registered
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from ..common.cli import main_guard
+from ..common.errors import UserError
 from .liveness import mark_stale_runs
 from .pending import pending_folders, replay
 from .session import open_session
@@ -33,19 +37,48 @@ def ui_address(host: str, port: int, experiment_id: str | None) -> str:
 
 
 def serve_ui(target: Target, experiment: str, host: str, port: int) -> None:
-    """Print the address of the experiment's runs, then become ``mlflow ui``."""
+    """Start ``mlflow ui`` (one worker: one user) on the store; print the address
+    of the experiment's runs once the server answers, then serve until stopped."""
     found = open_session(target).find_experiment(experiment)
     if target.sqlite_path is None:
         address = urllib.parse.urlsplit(target.uri)
         print(ui_address(address.hostname, address.port or 80, found))
         return
-    print(f"runs of {experiment}: {ui_address(host, port, found)}")
-    print("stop with Ctrl-C", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri]
-    command += ["--host", host, "--port", str(port)]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
     # mlflow server starts a pool of job workers unless told not to
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execv(sys.executable, command)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    print(
+        f"starting mlflow ui on {target.uri} (up to a minute on a busy machine)",
+        flush=True,
+    )
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    try:
+        while not answers(f"http://{host}:{port}/health"):
+            if server.poll() is not None:
+                raise UserError(
+                    f"mlflow ui stopped (exit status {server.returncode}) before it "
+                    f"answered on {host}:{port}; if the port is in use, pick "
+                    "another with --port"
+                )
+            time.sleep(0.2)
+        print(f"runs of {experiment}: {ui_address(host, port, found)}")
+        print("stop with Ctrl-C", flush=True)
+        if server.wait() != 0:
+            raise UserError(f"mlflow ui stopped (exit status {server.returncode})")
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers HTTP 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:  # refused, reset or timed out: not up yet
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:

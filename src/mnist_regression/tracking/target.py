@@ -68,8 +68,15 @@ def resolve_target(uri: str | None) -> Target:
 
 
 def default_target() -> Target:
-    db = project_root() / "mlruns" / "mlflow.db"
+    """``mlflow.db`` in the project root, where plain ``mlflow ui``, ``mlflow runs
+    list`` and ``mlflow.pyfunc.load_model`` look when no tracking URI is set
+    (MLflow 3's default ``sqlite:///mlflow.db``), artifacts in ``mlruns/``."""
+    db = project_root() / "mlflow.db"
     return Target(f"sqlite:///{db}", "the default store, tracking.uri unset")
+
+
+# Where the default store lived before it moved to MLflow's default place.
+OLD_DEFAULT = Path("mlruns") / "mlflow.db"
 
 
 def quiet_mlflow_logs() -> None:
@@ -103,6 +110,8 @@ def prepare_target(target: Target) -> None:
 
 def ensure_sqlite_store(target: Target, db: Path) -> None:
     folder = db.parent
+    if target.setting.startswith("the default store"):
+        adopt_old_default(db)
     fix = "point tracking.uri or MLFLOW_TRACKING_URI at a writable folder"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,6 +128,18 @@ def ensure_sqlite_store(target: Target, db: Path) -> None:
             f"another process has held {db}.lock for {LOCK_SECONDS:g} s",
             "wait for it to finish, or remove the lock file if no run is active",
         ) from None
+
+
+def adopt_old_default(db: Path) -> None:
+    """Move a store made by an older version (``mlruns/mlflow.db``) to ``db``,
+    its runs' artifacts staying where they are (their locations are absolute)."""
+    old = db.parent / OLD_DEFAULT
+    if db.exists() or not old.exists():
+        return
+    with FileLock(f"{old}.lock", timeout=LOCK_SECONDS):
+        if old.exists() and not db.exists():
+            os.replace(old, db)
+            print(f"note: moved the study's store {old} to {db}", file=sys.stderr)
 
 
 def _probe(folder: Path):
@@ -139,7 +160,7 @@ def _ensure_locked(target: Target, db: Path) -> None:
     if state == "foreign":
         raise target.fail(
             f"{db} is an SQLite database of another program (tables {detail})",
-            "point tracking.uri at a new file, e.g. sqlite:///mlruns/mlflow.db",
+            "point tracking.uri at a new file, e.g. sqlite:///runs.db",
         )
     if state == "half-made":
         if n_runs:
@@ -220,7 +241,8 @@ def _create_sqlite_store(target: Target, db: Path) -> None:
 
 
 def artifact_root(db: Path) -> str:
-    return (db.parent / "artifacts").as_uri()
+    """``mlruns/`` beside the store file, as MLflow's own default layout."""
+    return (db.parent / "mlruns").as_uri()
 
 
 # --- servers --------------------------------------------------------------------

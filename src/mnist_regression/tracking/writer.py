@@ -2,7 +2,7 @@
 behind a small interface, ``NullRun`` standing in when tracking is off.
 
 The target (``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
-``sqlite:///<root>/mlruns/mlflow.db`` with artifacts in ``<root>/mlruns/artifacts``,
+``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlruns``,
 root being ``$DVC_ROOT`` inside a DVC stage) is checked before training starts
 (``target.prepare_target``). Per-epoch metrics are buffered and written with
 ``log_batch`` at most every ``flush_seconds`` and when the run ends.
@@ -71,7 +71,7 @@ class NullRun:
     def log_artifacts(self, directory: Path) -> None:
         pass
 
-    def log_model(self, model, example) -> None:
+    def log_model(self, model, example, classes) -> None:
         pass
 
 
@@ -229,14 +229,14 @@ class MlflowRun(NullRun):
             self._artifacts = Path(tempfile.mkdtemp(prefix="mlflow-artifacts-"))
             shutil.copytree(directory, self._artifacts, dirs_exist_ok=True)
 
-    def log_model(self, model, example) -> None:
+    def log_model(self, model, example, classes) -> None:
         """The run's MLflow Model (``serving``); its weights are in the outputs too."""
 
         from . import serving
 
         def write() -> None:
             with fluent_target(self.target.uri, self.experiment_id):
-                serving.log_model(self.run_id, model, example)
+                serving.log_model(self.run_id, model, example, classes)
 
         if not self._try(write, 0.0):
             self._warn()
