@@ -9,6 +9,7 @@ with its jobs as children; a run's weight image and its logged model render.
 from __future__ import annotations
 
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -149,6 +150,15 @@ def test_a_run_shows_its_weight_image_and_model(app, ui, page, tmp_path):
     width, height = shown.evaluate("i => [i.naturalWidth, i.naturalHeight]")
     assert min(width, height) >= 224, (width, height)
     page.screenshot(path=tmp_path / "weights.png")
+
+    # the per-epoch curves first, the run's single values after them
+    page.goto(f"{base}/runs/{run_id}/model-metrics?{view}")
+    page.get_by_text("weight_norm", exact=True).wait_for()
+    curves = page.locator("div", has_text=re.compile("^epoch$")).last
+    # the section's title, not the tab's
+    singles = page.locator("div", has_text=re.compile("^Model metrics$")).last
+    assert curves.bounding_box()["y"] < singles.bounding_box()["y"]
+    page.screenshot(path=tmp_path / "metrics.png")
 
     (model,) = app.client.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"

@@ -228,7 +228,7 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
     assert not pending.exists()
     record = next(r for r in app.runs() if "30000" in r.info.run_name)
     assert record.info.status == "FINISHED"
-    points = app.client.get_metric_history(record.info.run_id, "val_loss")
+    points = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
     assert [p.step for p in points] == [int(row.split(",")[1]) for row in history]
     assert "final_test_accuracy" in record.data.metrics
     artifacts = {a.path for a in app.client.list_artifacts(record.info.run_id)}
@@ -245,7 +245,7 @@ def test_an_unwritable_artifact_store_keeps_the_artifacts(app, tmp_path):
     no_traceback(result.stderr)
     (record,) = app.runs()
     assert record.info.status == "FINISHED"
-    assert len(client.get_metric_history(record.info.run_id, "val_loss")) == 3
+    assert len(client.get_metric_history(record.info.run_id, "epoch/val_loss")) == 3
     assert (out / "mlflow-pending" / "artifacts" / "weights_grid.png").is_file()
     assert "kept" in result.stderr and "replay" in result.stderr
 
@@ -298,7 +298,7 @@ def test_signals_end_the_run_as_killed_keeping_every_point(
         run([*replay, str(out)], tmp_path)
     (record,) = app.runs()
     assert record.info.status == "KILLED"
-    history = app.client.get_metric_history(record.info.run_id, "val_loss")
+    history = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
     steps = [point.step for point in history]
     assert len(steps) >= 2
     assert sorted(steps) == list(range(0, 2000 * len(steps), 2000))

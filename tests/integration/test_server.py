@@ -176,7 +176,7 @@ def test_a_sweep_logs_to_the_server_and_reads_back(app, data_cfg, server, monkey
     assert len(parents) == 1 and len(jobs) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
     job = jobs[0]
-    history = alice.get_metric_history(job.info.run_id, "val_loss")
+    history = alice.get_metric_history(job.info.run_id, "epoch/val_loss")
     assert len(history) == job.data.metrics["epochs_run"] + 1  # epoch 0 too
     (image,) = alice.list_artifacts(job.info.run_id, "weights")
     local = alice.download_artifacts(job.info.run_id, image.path)
@@ -289,7 +289,7 @@ def test_a_server_that_stops_mid_sweep_loses_nothing(
         if r.inputs.dataset_inputs
     ]
     assert job.info.status == "FINISHED"
-    assert len(alice.get_metric_history(job.info.run_id, "val_loss")) == 20001
+    assert len(alice.get_metric_history(job.info.run_id, "epoch/val_loss")) == 20001
     assert {a.path for a in alice.list_artifacts(job.info.run_id)} >= {
         "weights_grid.png",
         "weights",

@@ -37,10 +37,10 @@ def test_a_run_records_config_metrics_tags_and_artifacts(app):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "named after its model" in experiment.tags["mlflow.note.content"]
     assert "optimizer.max_epochs=4" in tags["hydra_overrides"]
-    history = client.get_metric_history(record.info.run_id, "val_loss")
+    history = client.get_metric_history(record.info.run_id, "epoch/val_loss")
     assert [m.step for m in history] == [0, 1, 2, 3, 4]
     for name in ("train_accuracy", "test_loss", "weight_norm", "learning_rate"):
-        assert len(client.get_metric_history(record.info.run_id, name)) == 5
+        assert len(client.get_metric_history(record.info.run_id, f"epoch/{name}")) == 5
     assert record.data.metrics["epochs_run"] == 4
     assert 0 < record.data.metrics["train_seconds"] < 60
     assert {"final_test_accuracy", "final_val_accuracy", "best_epoch"} <= set(
@@ -255,7 +255,7 @@ def test_lr_auto_trains_where_a_fixed_rate_diverges(app, data_cfg, tmp_path):
     (record,) = [r for r in app.runs() if r.info.status == "FINISHED"]
     assert "lr=auto" in record.info.run_name
     # the rate used is what is logged and saved, so that reports can format it
-    rate = record.data.metrics["learning_rate"]
+    rate = record.data.metrics["epoch/learning_rate"]
     assert float(record.data.params["optimizer.lr"]) == rate
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["optimizer"]["lr"] == rate
@@ -263,6 +263,6 @@ def test_lr_auto_trains_where_a_fixed_rate_diverges(app, data_cfg, tmp_path):
         x = arrays["x_train"].astype(np.float64)
     x = np.hstack([x, np.ones((len(x), 1))])
     curvature = np.linalg.eigvalsh(x.T @ x / len(x)).max() / 4  # logistic: 1/4
-    assert record.data.metrics["learning_rate"] == pytest.approx(
+    assert record.data.metrics["epoch/learning_rate"] == pytest.approx(
         1 / (curvature + 10), rel=1e-4
     )

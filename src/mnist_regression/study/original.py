@@ -19,6 +19,14 @@ from scipy.stats import binomtest
 from ..app.results import Job
 
 LAST_N = 2000
+# The study reproduced here, as results.md cites it.
+CITATION = (
+    "assignment 1 of TDT4265 Computer Vision and Deep Learning (NTNU, 2019), "
+    "its report and its authors' code, "
+    "[jakoblover/TDT4265-Computer-Vision-and-Deep-Learning]"
+    "(https://github.com/jakoblover/TDT4265-Computer-Vision-and-Deep-Learning), "
+    "folder `Assignment 1`"
+)
 # What the seed study reported (its write-up; not computed here): the value and
 # how far its rounding may hide the exact one ("about 88%": +-0.5 points).
 SEED_STUDY = {

@@ -359,6 +359,8 @@ def write_markdown(path: Path, section: list[str], described, failed) -> None:
         "",
         "## Against the seed study",
         "",
+        f"The seed study: {original.CITATION}.",
+        "",
         *section,
         "",
         "## Figures",

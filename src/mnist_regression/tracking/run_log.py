@@ -9,8 +9,9 @@ A training run (``open_run``, then ``log_outcome``) records
   at the end ``stop_reason`` and ``weights_sha256`` (of the job folder's
   ``weights.npz``), or ``failure_reason``;
 - its dataset (the prepared file, by digest) as an input;
-- per evaluation: the losses and accuracies of each split, ``weight_norm`` and
-  ``learning_rate``; at the end the ``final_*`` metrics of the best epoch,
+- per evaluation, as ``epoch/<name>`` at the epoch's step: the losses and
+  accuracies of each split, ``weight_norm`` and ``learning_rate``; at the end
+  the ``final_*`` metrics of the best epoch,
   ``best_epoch``, ``epochs_run`` and ``train_seconds``;
 - artifacts: ``config.yaml``, ``weights.npz``, the weights as images, and the
   MLflow Model ``model`` (``serving``).

@@ -36,6 +36,10 @@ from .pending import keep_pending
 from .session import log_params, metric_batches, open_session
 from .target import describe_failure, resolve_target
 
+# Per-epoch metrics are named epoch/<name>: MLflow's run page then shows them in
+# a section of their own, ahead of the single values of the whole run.
+EPOCH_SECTION = "epoch"
+
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     flat = {}
@@ -205,15 +209,20 @@ class MlflowRun(NullRun):
         return ok
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+        """One evaluation's values, as ``epoch/<name>`` at step ``epoch``."""
+        self._add(epoch, {f"{EPOCH_SECTION}/{k}": v for k, v in values.items()})
+
+    def log_metrics(self, values: Mapping[str, float]) -> None:
+        """Values of the whole run (``final_*``, ``train_seconds``), at step 0."""
+        self._add(0, values)
+
+    def _add(self, step: int, values: Mapping[str, float]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._metrics += [Metric(k, float(v), now, epoch) for k, v in values.items()]
+        self._metrics += [Metric(k, float(v), now, step) for k, v in values.items()]
         if time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
-
-    def log_metrics(self, values: Mapping[str, float]) -> None:
-        self.log_epoch(0, values)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
