@@ -112,7 +112,7 @@ def rate_tradeoff(cfg) -> dict:
                     kind, data.x["train"].shape[1], data.n_classes
                 )
                 schedule = Schedule(**{**cfg.optimizer, "lr": lr})
-                objective = Objective.of(kind, l2, cfg.model.l2_bias)
+                objective = Objective.of(kind, l2, cfg.model.bias.value)
                 schedule = with_stable_rate(schedule, data, objective)
                 rng = np.random.default_rng(cfg.seed)
                 history = train(model, data, schedule, rng, objective)

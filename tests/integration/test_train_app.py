@@ -123,6 +123,11 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
         ("seed=-1", "config key 'seed': must be >= 0"),
         ("study.n_jobs=0", "config key 'study.n_jobs': must be >= 1"),
         ("tracking.retry_seconds=-1", "config key 'tracking.retry_seconds'"),
+        ("data.scale=0", "config key 'data.scale': must be > 0"),
+        ("model.bias=maybe", "expected one of [free, penalised, none]"),
+        ("optimizer.stop_when=never", "expected one of [no_new_best, rising]"),
+        ("optimizer.monitor=x", "expected one of [loss, objective, scaled_objective]"),
+        ("optimizer.restore_best=perhaps", "'optimizer.restore_best': Value"),
     ],
 )
 def test_bad_config_fails_before_training_without_traceback(app, override, message):
@@ -266,3 +271,30 @@ def test_lr_auto_trains_where_a_fixed_rate_diverges(app, data_cfg, tmp_path):
     assert record.data.metrics["epoch/learning_rate"] == pytest.approx(
         1 / (curvature + 10), rel=1e-4
     )
+
+
+def test_the_seed_code_options_train_and_name_the_run(app, tmp_path):
+    """Raw pixels, no bias, the rising rule on the scaled objective, no restore:
+    the run trains with each, keeps its last weights and is named by them."""
+    out = tmp_path / "seed-code"
+    app.launch(
+        "model=softmax",
+        "data.scale=1",
+        "model.bias=none",
+        "optimizer.lr=1e-6",
+        "optimizer.batch_size=null",
+        "optimizer.stop_when=rising",
+        "optimizer.patience=2",
+        "optimizer.monitor=scaled_objective",
+        "optimizer.restore_best=false",
+        "optimizer.max_epochs=30",
+        f"output_dir={out}",
+    )
+    (record,) = app.jobs()
+    name = record.info.run_name
+    for part in ("scale=1", "bias=none", "stop=rising", "restore=False"):
+        assert part in name, name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best_epoch"] == saved["epochs_run"]  # the last weights kept
+    with np.load(out / "weights.npz") as weights:
+        np.testing.assert_array_equal(weights["bias"], 0)

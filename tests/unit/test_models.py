@@ -8,8 +8,8 @@ from mnist_regression.core.models import LinearModel, curvature_at_zero
 from mnist_regression.core.objective import Objective
 
 
-def loss_and_grad(model, x, t, l2=0.0, l2_bias=False):
-    return Objective.of(model.kind, l2, l2_bias).value_and_gradient(model, x, t)
+def loss_and_grad(model, x, t, l2=0.0, bias="free"):
+    return Objective.of(model.kind, l2, bias).value_and_gradient(model, x, t)
 
 
 def problem(kind, seed=0, n=12, d=5, k=4):
@@ -22,16 +22,16 @@ def problem(kind, seed=0, n=12, d=5, k=4):
     return model, x, t
 
 
-def numerical_grad(model, x, t, l2, l2_bias, eps=1e-6):
+def numerical_grad(model, x, t, l2, bias, eps=1e-6):
     grads = []
     for array in (model.weights, model.bias):
         grad = np.zeros_like(array)
         for i in np.ndindex(array.shape):
             old = array[i]
             array[i] = old + eps
-            up = loss_and_grad(model, x, t, l2, l2_bias)[0]
+            up = loss_and_grad(model, x, t, l2, bias)[0]
             array[i] = old - eps
-            down = loss_and_grad(model, x, t, l2, l2_bias)[0]
+            down = loss_and_grad(model, x, t, l2, bias)[0]
             array[i] = old
             grad[i] = (up - down) / (2 * eps)
         grads.append(grad)
@@ -43,13 +43,24 @@ def relative_error(a, b):
 
 
 @pytest.mark.parametrize("kind", ["logistic", "softmax"])
-@pytest.mark.parametrize(("l2", "l2_bias"), [(0.0, False), (0.3, False), (0.3, True)])
-def test_gradient_matches_finite_differences(kind, l2, l2_bias):
+@pytest.mark.parametrize(
+    ("l2", "bias"), [(0.0, "free"), (0.3, "free"), (0.3, "penalised")]
+)
+def test_gradient_matches_finite_differences(kind, l2, bias):
     model, x, t = problem(kind)
-    _, grad_w, grad_b = loss_and_grad(model, x, t, l2, l2_bias)
-    num_w, num_b = numerical_grad(model, x, t, l2, l2_bias)
+    _, grad_w, grad_b = loss_and_grad(model, x, t, l2, bias)
+    num_w, num_b = numerical_grad(model, x, t, l2, bias)
     assert relative_error(grad_w, num_w) < 1e-6
     assert relative_error(grad_b, num_b) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["logistic", "softmax"])
+def test_a_model_without_bias_gets_no_bias_gradient(kind):
+    model, x, t = problem(kind)
+    _, grad_w, grad_b = loss_and_grad(model, x, t, 0.3, "none")
+    free_w, _ = loss_and_grad(model, x, t, 0.3, "free")[1:]
+    np.testing.assert_array_equal(grad_b, 0)
+    np.testing.assert_array_equal(grad_w, free_w)
 
 
 @pytest.mark.parametrize("kind", ["logistic", "softmax"])
@@ -58,7 +69,7 @@ def test_penalty_is_half_l2_times_squared_norm(kind):
     plain = loss_and_grad(model, x, t)[0]
     penalised = loss_and_grad(model, x, t, l2=0.5)[0]
     assert penalised - plain == pytest.approx(0.25 * np.sum(model.weights**2))
-    with_bias = loss_and_grad(model, x, t, l2=0.5, l2_bias=True)[0]
+    with_bias = loss_and_grad(model, x, t, l2=0.5, bias="penalised")[0]
     assert with_bias - penalised == pytest.approx(0.25 * np.sum(model.bias**2))
 
 

@@ -79,3 +79,78 @@ def test_a_reading_is_named_by_its_batch():
 
     names = [seed_study.reading(job(b)) for b in (None, 1, 32)]
     assert names == ["full batch", "one example", "batch 32"]
+
+
+@pytest.mark.parametrize(
+    ("printed", "n", "expected"),
+    [
+        ((0.9877, 0.00005), 405, (400, 400)),  # to four digits: one count only
+        ((0.88, 0.005), 2000, (1750, 1770)),  # "about 88%": half a point each way
+        ((0.92, 0.005), 2000, (1830, 1850)),
+    ],
+)
+def test_a_printed_percentage_stands_for_a_range_of_counts(printed, n, expected):
+    assert seed_study.printed_range(*printed, n) == expected
+
+
+def test_reproduction_counts_images_from_the_printed_range():
+    row = {"test_accuracy_last": 0, "test_images_last": 405}
+
+    def protocol(name, k):
+        return seed_study.Protocol(name, None, {**row, "test_accuracy_last": k / 405})
+
+    sentences = seed_study.reproduction(
+        "logistic", [protocol("a", 400), protocol("b", 398), protocol("c", 401)]
+    )
+    (sentence,) = sentences
+    assert "stands for 400 of 405 images" in sentence
+    assert "a has 400 (reproduces it to the image)" in sentence
+    assert "b has 398 (2 images short of it)" in sentence
+    assert "c has 401 (1 image beyond it)" in sentence
+
+
+def test_mcnemar_exact_p_value_by_hand():
+    """b = 7 images right only in the first, c = 2 only in the second: the exact
+    two-sided p is 2 * P(X <= 2) for X ~ Binomial(9, 1/2) = 2 * 46 / 512."""
+    from mnist_regression.study.paired import mcnemar
+
+    a = np.array([1] * 7 + [0] * 2 + [1] * 30 + [0] * 5, bool)
+    b = np.array([0] * 7 + [1] * 2 + [1] * 30 + [0] * 5, bool)
+    only_a, only_b, p = mcnemar(a, b)
+    assert (only_a, only_b) == (7, 2)
+    assert p == pytest.approx(2 * (1 + 9 + 36) / 2**9)
+    assert mcnemar(a, a)[2] == 1.0  # no discordant image: no evidence
+
+
+def test_holm_adjusts_step_down_by_hand():
+    from mnist_regression.study.paired import holm
+
+    # sorted 0.01, 0.02, 0.04, 0.5: times 4, 3, 2, 1 -> 0.04, 0.06, 0.08, 0.5
+    assert holm([0.04, 0.01, 0.5, 0.02]) == pytest.approx([0.08, 0.04, 0.5, 0.06])
+    # monotone: a later, smaller product takes the earlier value
+    assert holm([0.01, 0.011]) == pytest.approx([0.02, 0.02])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+
+
+def test_a_family_summary_names_only_what_holm_keeps():
+    from mnist_regression.study.paired import family, summary
+
+    rng = np.random.default_rng(0)
+    base = rng.random(2000) < 0.9
+    better = base | (rng.random(2000) < 0.5)  # right wherever base is, and more
+    same = base.copy()
+    tests = family({"base": base, "better": better, "same": same})
+    sentence = summary(tests)
+    assert "better beats base" in sentence and "better beats same" in sentence
+    assert "base beats same" not in sentence and "same beats base" not in sentence
+
+
+def test_mean_interval_over_seeds_by_hand():
+    from mnist_regression.core.stats import mean_interval
+
+    # three seeds: mean 0.9, sd 0.01, t(0.975, 2) = 4.3027
+    mean, low, high = mean_interval([0.89, 0.90, 0.91])
+    assert mean == pytest.approx(0.90)
+    assert high - mean == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-5)
+    assert mean - low == pytest.approx(high - mean)
+    assert mean_interval([0.5]) == (0.5, 0.5, 0.5)

@@ -31,8 +31,9 @@ def fit(kind="softmax", data=None, seed=0, **schedule):
     settings = dict(lr=0.5, batch_size=32, anneal_k=0.0, max_epochs=50, patience=3)
     settings.update(schedule)
     l2 = settings.pop("l2", 0.0)
+    bias = settings.pop("bias", "free")
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
-    objective = Objective.of(kind, l2)
+    objective = Objective.of(kind, l2, bias)
     history = train(
         model, data, Schedule(**settings), np.random.default_rng(seed), objective
     )
@@ -71,6 +72,78 @@ def test_early_stopping_waits_patience_evaluations():
     assert history.epochs_run == history.best_epoch + 2
     assert min(losses) == losses[history.epoch.index(history.best_epoch)]
     assert "not improved in 2" in history.stop_reason
+
+
+def first_rise(costs: list[float], k: int) -> int | None:
+    """The seed code's rule by hand: its costs are those after each step
+    (cost[0] after the first), checked from the (k+2)-th on for k rises."""
+    for i in range(k + 1, len(costs)):
+        if all(costs[j] < costs[j + 1] for j in range(i - k, i)):
+            return i + 1  # epoch: steps taken
+    return None
+
+
+@pytest.mark.parametrize("monitor", ["loss", "objective", "scaled_objective"])
+def test_the_rising_rule_stops_where_the_seed_code_would(monitor):
+    """Full batch (an epoch is one step), a rate that overfits: the run stops at
+    the first epoch whose cost rose twice in a row, as computed by hand from the
+    recorded losses and weight lengths, and keeps that epoch's weights."""
+    l2, data = 0.01, blobs(n=60, d=20)
+    model, history, _ = fit(
+        data=data,
+        batch_size=None,
+        lr=0.5,
+        max_epochs=500,
+        l2=l2,
+        patience=2,
+        stop_when="rising",
+        restore_best=False,
+        monitor=monitor,
+    )
+    loss = np.array(history.metrics["val_loss"])
+    norm = np.array(history.metrics["weight_norm"])
+    if monitor == "scaled_objective":
+        loss = loss / (len(data.x["val"]) * 3)
+    costs = loss + (l2 / 2 * norm**2 if monitor != "loss" else 0)
+    stop = first_rise(list(costs[1:]), 2)  # the costs after each step
+    assert stop is not None and stop < 500, "the run must stop early here"
+    assert history.epoch[-1] == stop
+    assert "rose 2 times in a row" in history.stop_reason
+    assert history.best_epoch == stop  # no restore: the last weights
+    assert model.weight_norm() == pytest.approx(norm[-1])
+
+
+def test_without_restore_the_last_weights_stay():
+    restored, history, _ = fit(lr=2.0, max_epochs=40)
+    kept, kept_history, data = fit(lr=2.0, max_epochs=40, restore_best=False)
+    assert kept_history.metrics == history.metrics  # the same run
+    assert history.best_epoch < history.epoch[-1]
+    with FusedPasses(Objective.of(kept.kind), data.x, data.t) as passes:
+        last = evaluate(kept, passes)
+    assert last.items() <= kept_history.at(kept_history.epoch[-1]).items()
+    assert kept_history.best_epoch == kept_history.epoch[-1]
+    assert not np.array_equal(kept.weights, restored.weights)
+
+
+def test_a_penalised_bias_decays_and_a_missing_one_stays_zero():
+    """Where the data pull the bias nowhere (balanced, centred classes), a
+    penalised bias shrinks by (1 - lr l2) each full-batch step and a free one
+    does not; with no bias it stays 0 whatever the data."""
+    data = blobs(kind="logistic", n=200)
+    settings = dict(batch_size=None, lr=0.1, max_epochs=30, patience=100, l2=0.5)
+    free, _, _ = fit("logistic", data, **settings)
+    penalised, _, _ = fit("logistic", data, bias="penalised", **settings)
+    none, _, _ = fit("logistic", data, bias="none", **settings)
+    np.testing.assert_array_equal(none.bias, 0)
+    assert abs(penalised.bias[0]) < abs(free.bias[0])
+    # the penalty's own pull: one step from a bias alone, no data gradient
+    model = LinearModel.zeros("logistic", 2, 2, dtype=np.float64)
+    model.bias[:] = 1.0
+    x = np.zeros((4, 2))
+    t = np.array([0, 1, 0, 1])  # with z = b, the data gradient is mean(y - t)
+    grad_b = Objective.of("logistic", 0.5, "penalised").gradient(model, x, t)[1]
+    y = 1 / (1 + np.exp(-1.0))
+    assert grad_b[0] == pytest.approx((y - 0.5) + 0.5 * 1.0)
 
 
 def test_max_epochs_bounds_the_run():

@@ -28,7 +28,7 @@ from ..core.training import (
     train,
     with_stable_rate,
 )
-from ..data.prepare import check_prepared_settings, load_task, pair_name
+from ..data.prepare import PIXEL_MAX, check_prepared_settings, load_task, pair_name
 from ..tracking import provenance, run_log
 from .results import write_histories
 
@@ -109,10 +109,10 @@ def set_up(cfg: DictConfig) -> Setup:
     task = TASKS[kind]
     check_prepared_settings(cfg.data, cfg.seed)
     arrays = load_task(Path(cfg.data.prepared_dir), task)
-    data = Dataset.from_arrays(arrays)
+    data = Dataset.from_arrays(scaled(arrays, cfg.data.scale))
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
-    objective = Objective.of(kind, cfg.model.l2, cfg.model.l2_bias)
-    schedule = Schedule(**OmegaConf.to_container(cfg.optimizer))
+    objective = Objective.of(kind, cfg.model.l2, cfg.model.bias.value)
+    schedule = Schedule(**OmegaConf.to_container(cfg.optimizer, enum_to_str=True))
     schedule = with_stable_rate(schedule, data, objective)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if cfg.optimizer.lr == AUTO_RATE:  # logged and saved: the rate used
@@ -120,6 +120,15 @@ def set_up(cfg: DictConfig) -> Setup:
         resolved["optimizer"]["lr"] = schedule.lr
     labels = class_labels(cfg, kind, data.n_classes)
     return Setup(kind, task, arrays, data, model, objective, schedule, labels, resolved)
+
+
+def scaled(arrays: dict, scale: float) -> dict:
+    """The prepared pixels (value / 255) as value / ``scale``: 255 keeps them in
+    [0, 1]; 1 gives the raw 0-255 values the seed study's code trained on."""
+    if scale == PIXEL_MAX:
+        return arrays
+    factor = np.float32(PIXEL_MAX / scale)
+    return {k: v * factor if k.startswith("x_") else v for k, v in arrays.items()}
 
 
 def run_training(
@@ -169,7 +178,7 @@ def run_training(
             setup.model, history, final, setup.labels, run.run_id, setup.resolved
         )
         weights_sha256 = save_results(result, out_dir, label)
-        example = setup.data.x["test"][:5]
+        example = setup.arrays["x_test"][:5]  # pixels in [0, 1], whatever data.scale
         run_log.log_outcome(run, result, seconds, name, example, weights_sha256)
     return result
 

@@ -26,6 +26,29 @@ class ValSplit(Enum):
     random = "random"
 
 
+class Bias(Enum):
+    """How a model treats its bias (``core.objective``)."""
+
+    free = "free"
+    penalised = "penalised"
+    none = "none"
+
+
+class StopWhen(Enum):
+    """The early-stopping rule (``core.training``)."""
+
+    no_new_best = "no_new_best"
+    rising = "rising"
+
+
+class Monitor(Enum):
+    """What early stopping watches on the validation set (``core.training``)."""
+
+    loss = "loss"
+    objective = "objective"
+    scaled_objective = "scaled_objective"
+
+
 @dataclass
 class DownloadConfig:
     mirror: str | None = MISSING
@@ -44,6 +67,7 @@ class DataConfig:
     val_split: ValSplit = MISSING
     digits: list[int] = MISSING
     test_subset: int | None = MISSING
+    scale: float = MISSING
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
 
@@ -56,7 +80,7 @@ class ModelName(Enum):
 class ModelConfig:
     name: ModelName = MISSING
     l2: float = MISSING
-    l2_bias: bool = MISSING
+    bias: Bias = MISSING
 
 
 @dataclass
@@ -69,6 +93,9 @@ class OptimizerConfig:
     max_epochs: int = MISSING
     max_steps: int | None = MISSING
     eval_every: int = MISSING
+    stop_when: StopWhen = MISSING
+    restore_best: bool = MISSING
+    monitor: Monitor = MISSING
 
 
 AUTO_RATE = "auto"
@@ -89,10 +116,38 @@ class SeedStudyConfig:
     lr: float = MISSING
     batch_size: int | None = MISSING
     anneal_k: float = MISSING
+    stop_when: StopWhen = MISSING
     patience: int = MISSING
+    monitor: Monitor = MISSING
     eval_every: int = MISSING
     logistic: SeedModelConfig = field(default_factory=SeedModelConfig)
     softmax: SeedModelConfig = field(default_factory=SeedModelConfig)
+
+
+@dataclass
+class SeedCodeModelConfig:
+    """What the seed study's code ran for one model."""
+
+    bias: Bias = MISSING
+    l2: float = MISSING
+    monitor: Monitor = MISSING
+    iterations: int = MISSING
+
+
+@dataclass
+class SeedCodeConfig:
+    """The seed study as its code ran (conf/experiment/seed_code.yaml, and
+    seed_delivered.yaml for the delivered version)."""
+
+    version: str = MISSING
+    scale: float = MISSING
+    lr: float = MISSING
+    batch_size: int | None = MISSING
+    stop_when: StopWhen = MISSING
+    patience: int = MISSING
+    restore_best: bool = MISSING
+    logistic: SeedCodeModelConfig = field(default_factory=SeedCodeModelConfig)
+    softmax: SeedCodeModelConfig = field(default_factory=SeedCodeModelConfig)
 
 
 @dataclass
@@ -110,6 +165,7 @@ class StudyConfig:
     anneal_grid: str = MISSING
     l2_grid: str = MISSING
     seeds: str = MISSING
+    sweep_seeds: str = MISSING
     seed_batches: str = MISSING
     n_jobs: int = MISSING
     results_dir: str = MISSING
@@ -128,6 +184,7 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # set by experiment=seed: the values its settings select
     seed_study: SeedStudyConfig | None = None
+    seed_code: SeedCodeConfig | None = None
 
 
 def plain(value: Any) -> Any:
@@ -208,6 +265,11 @@ def check_training(cfg: DictConfig) -> None:
         f"must be > 0, or {AUTO_RATE} (1 / (L + model.l2), a stable rate), got {lr}",
     )
     require(cfg.model.l2 >= 0, "model.l2", f"must be >= 0, got {cfg.model.l2}")
+    require(
+        cfg.data.scale > 0,
+        "data.scale",
+        f"must be > 0 (255: pixels in [0, 1]; 1: raw 0-255), got {cfg.data.scale}",
+    )
     require(
         opt.batch_size is None or opt.batch_size >= 1,
         "optimizer.batch_size",

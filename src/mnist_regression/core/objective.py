@@ -3,7 +3,7 @@
 For a model with weights W (d, k) and bias b (k,), k = 1 for logistic regression and
 the number of classes for softmax, and a batch X (n, d) with targets t (n,):
 
-    J(W, b) = CE(X W + b, t) + l2/2 ||W||^2  [+ l2/2 ||b||^2 if l2_bias]
+    J(W, b) = CE(X W + b, t) + l2/2 ||W||^2  [+ l2/2 ||b||^2 if bias = penalised]
 
 CE is the mean cross-entropy of ``losses``. Its gradient is the analytic one,
 
@@ -11,8 +11,12 @@ CE is the mean cross-entropy of ``losses``. Its gradient is the analytic one,
 
 the ``(t - y) x`` rule with the sign of descent. The mini-batch path asks
 ``gradient`` for it; the full-batch passes (``passes``) compute the data term in
-their own blocks and add the penalty's with ``add_penalty_gradient``: both take it
+their own blocks and finish it with ``finish_gradient``: both take it
 from here.
+
+The bias is ``free`` (trained, not penalised), ``penalised`` (trained and
+penalised, as a column of ones prepended to X would be) or ``none`` (held at 0:
+its gradient is dropped).
 """
 
 from __future__ import annotations
@@ -21,25 +25,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.config import Bias
 from .losses import LOSSES, BinaryCrossEntropy, MultinomialCrossEntropy
 from .models import LinearModel
+
+BIAS_MODES = tuple(mode.value for mode in Bias)
 
 
 @dataclass(frozen=True)
 class Objective:
     loss: BinaryCrossEntropy | MultinomialCrossEntropy
     l2: float = 0.0
-    l2_bias: bool = False  # whether the bias is penalised too
+    bias: str = "free"  # one of BIAS_MODES
 
     @classmethod
-    def of(cls, kind: str, l2: float = 0.0, l2_bias: bool = False) -> Objective:
+    def of(cls, kind: str, l2: float = 0.0, bias: str = "free") -> Objective:
         """The objective of the model kind ``kind`` (a key of ``losses.LOSSES``)."""
-        return cls(LOSSES[kind], float(l2), bool(l2_bias))
+        if bias not in BIAS_MODES:
+            raise ValueError(f"bias must be one of {BIAS_MODES}, got {bias!r}")
+        return cls(LOSSES[kind], float(l2), bias)
 
     def penalty(self, model: LinearModel) -> float:
         """l2/2 ||W||^2 [+ l2/2 ||b||^2]."""
         value = 0.5 * self.l2 * float(np.vdot(model.weights, model.weights))
-        if self.l2_bias:
+        if self.bias == "penalised":
             value += 0.5 * self.l2 * float(np.vdot(model.bias, model.bias))
         return value
 
@@ -73,19 +82,22 @@ class Objective:
         dz = self.loss.gradient(z, t)
         grad_w = x.T @ dz
         grad_b = dz.sum(axis=0)
-        self.add_penalty_gradient(model, grad_w, grad_b)
+        self.finish_gradient(model, grad_w, grad_b)
         return grad_w, grad_b
 
-    def add_penalty_gradient(
+    def finish_gradient(
         self,
         model: LinearModel,
         grad_w: np.ndarray,
         grad_b: np.ndarray,
         rows=slice(None),
     ) -> None:
-        """Add the penalty's gradient, l2 W [and l2 b], to a data gradient in
-        place; ``grad_w`` covers the ``rows`` of W."""
+        """Make a data gradient the objective's, in place: add the penalty's
+        gradient, l2 W [and l2 b], and drop the bias's where there is none;
+        ``grad_w`` covers the ``rows`` of W."""
         if self.l2:
             grad_w += self.l2 * model.weights[rows]
-            if self.l2_bias:
+            if self.bias == "penalised":
                 grad_b += self.l2 * model.bias
+        if self.bias == "none":
+            grad_b[...] = 0

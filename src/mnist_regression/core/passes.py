@@ -213,7 +213,7 @@ class FusedPasses:
             if self.x[split].dtype == np.uint8:
                 scores.grad_w /= PIXEL_SCALE
             scores.grad_b = sum(p.grad_b for p in grads[1:]) + grads[0].grad_b
-            self.objective.add_penalty_gradient(
+            self.objective.finish_gradient(
                 model, scores.grad_w, scores.grad_b, self.keep
             )
         return scores

@@ -1,10 +1,21 @@
 """Mini-batch gradient descent with an annealed rate and early stopping. No I/O.
 
 The rate at step s (counting mini-batches) is ``lr / (1 + anneal_k * s)``. Every
-``eval_every`` epochs the model is evaluated on every split; training stops when the
-validation loss has not improved for ``patience`` evaluations, after ``max_epochs``
-epochs or after ``max_steps`` updates (then within an epoch, which is evaluated),
-and the weights of the best evaluation are restored.
+``eval_every`` epochs the model is evaluated on every split; training stops early
+on the validation set's ``monitor`` (the loss; or the objective, the loss plus the
+penalty; or the scaled objective, the loss divided by the set's size and the
+model's outputs, plus the penalty, as the seed study's code stopped softmax), when
+``stop_when`` says:
+
+- ``no_new_best``: no better value for ``patience`` evaluations;
+- ``rising``: the value rose ``patience`` times in a row, among the evaluations
+  after the first step and once more than ``patience + 1`` of them exist (the
+  seed study's code: cost[i-2] < cost[i-1] < cost[i], checked from its fourth
+  iteration);
+
+or after ``max_epochs`` epochs or ``max_steps`` updates (then within an epoch,
+which is evaluated). The weights of the best evaluation are restored, unless
+``restore_best`` is false: then the run keeps its last weights.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..common.config import AUTO_RATE
+from ..common.config import AUTO_RATE, Monitor, StopWhen
 from ..common.errors import UserError
 from .models import LinearModel, curvature_at_zero, stable_rate
 from .objective import Objective
@@ -117,9 +128,37 @@ class Schedule:
     patience: int
     eval_every: int = 1
     max_steps: int | None = None  # updates (mini-batches) before stopping
+    stop_when: str = "no_new_best"  # one of STOP_RULES
+    restore_best: bool = True
+    monitor: str = "loss"  # one of MONITORS
 
     def rate(self, step: int) -> float:
         return self.lr / (1.0 + self.anneal_k * step)
+
+    def stop_reason(self, values: list[float], since_best: int) -> str:
+        """Why to stop now, or "": ``values``, the monitored value of every
+        evaluation so far, the first at the start; ``since_best``, evaluations
+        since the best one."""
+        k, name = self.patience, MONITORS[self.monitor]
+        if self.stop_when == "no_new_best":
+            if since_best >= k:
+                return f"{name} not improved in {since_best} evaluations"
+            return ""
+        after = values[1:]  # the evaluations after the first step
+        recent = after[-k - 1 :]
+        if len(after) > k + 1 and all(
+            a < b for a, b in zip(recent, recent[1:], strict=False)
+        ):
+            return f"{name} rose {k} times in a row"
+        return ""
+
+
+STOP_RULES = tuple(rule.value for rule in StopWhen)
+MONITORS = {  # what early stopping watches -> its name in a stop reason
+    Monitor.loss.value: "val_loss",
+    Monitor.objective.value: "val objective",
+    Monitor.scaled_objective.value: "val scaled objective",
+}
 
 
 def with_stable_rate(
@@ -199,13 +238,14 @@ class _Descent:
         self.model, self.passes, self.schedule = model, passes, schedule
         self.rng, self.on_eval = rng, on_eval
         self.x, self.t = data.x["train"], data.t["train"]
+        self.n_val = len(data.x["val"])
         self.batch = min(schedule.batch_size or len(self.x), len(self.x))
         self.full_batch = self.batch == len(self.x)
         self.history, self.step = History(), 0
 
     def record(self, epoch: int, known: Mapping[str, Scores]) -> float:
         """Evaluate every split (``known``: scores from this epoch's pass), record
-        the values and return the validation loss."""
+        the values and return the validation value early stopping watches."""
         values = evaluate(self.model, self.passes, known)
         values["learning_rate"] = self.schedule.rate(self.step)
         if not np.isfinite(values["train_loss"]):
@@ -213,7 +253,15 @@ class _Descent:
         self.history.append(epoch, values)
         if self.on_eval:
             self.on_eval(epoch, values)
-        return values["val_loss"]
+        return self.monitored(values["val_loss"])
+
+    def monitored(self, val_loss: float) -> float:
+        """The schedule's ``monitor`` from the validation loss."""
+        if self.schedule.monitor == "loss":
+            return val_loss
+        if self.schedule.monitor == "scaled_objective":
+            val_loss /= self.n_val * self.model.weights.shape[1]
+        return val_loss + self.passes.objective.penalty(self.model)
 
     def evaluated(self, epoch: int) -> bool:
         last = epoch == self.schedule.max_epochs or self.step == self.schedule.max_steps
@@ -255,31 +303,34 @@ class _Descent:
 
 def _descend(model, data, passes, schedule, rng, on_eval, progress) -> History:
     """Descend until early stopping, ``max_steps`` or ``max_epochs``; then restore
-    the weights of the best evaluation."""
+    the weights of the best evaluation, or keep the last (``restore_best``).
+    ``history.best_epoch`` is the epoch of the weights the model ends with."""
     run = _Descent(model, data, passes, schedule, rng, on_eval)
     history = run.history
     scores = run.full_pass(0) if run.full_batch else {}
-    best_loss, best, since_best = run.record(0, scores), model.copy(), 0
+    values = [run.record(0, scores)]
+    best, best_value, since_best = model.copy(), values[0], 0
     for epoch in range(1, schedule.max_epochs + 1):
         progress["epoch"] = epoch
         scores = run.epoch(epoch, scores)
         if not run.evaluated(epoch):
             continue
-        val_loss = run.record(epoch, scores)
-        if val_loss < best_loss:
-            best_loss, best, since_best = val_loss, model.copy(), 0
+        values.append(run.record(epoch, scores))
+        if values[-1] < best_value:
+            best, best_value, since_best = model.copy(), values[-1], 0
             history.best_epoch = epoch
         else:
             since_best += 1
-            if since_best >= schedule.patience:
-                history.stop_reason = (
-                    f"val_loss not improved in {since_best} evaluations"
-                )
-                break
+        history.stop_reason = schedule.stop_reason(values, since_best)
+        if history.stop_reason:
+            break
         if run.step == schedule.max_steps:
             history.stop_reason = f"max_steps={run.step} reached"
             break
     else:
         history.stop_reason = f"max_epochs={schedule.max_epochs} reached"
-    model.weights, model.bias = best.weights, best.bias
+    if schedule.restore_best:
+        model.weights, model.bias = best.weights, best.bias
+    else:
+        history.best_epoch = history.epoch[-1]
     return history

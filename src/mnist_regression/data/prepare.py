@@ -29,6 +29,10 @@ TASKS = ("binary", "multiclass")
 SETTINGS = ("train_size", "val_fraction", "val_split", "digits", "test_subset")
 
 
+# Prepared pixels are the file's bytes / PIXEL_MAX, in [0, 1].
+PIXEL_MAX = 255
+
+
 def pair_name(digits) -> str:
     """The binary task by its digits, the first the positive class: "2 vs 3"."""
     positive, negative = (int(d) for d in digits)
@@ -116,7 +120,7 @@ def build_tasks(cfg: DictConfig, seed: int) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _put(task: dict, split: str, images, idx, targets) -> None:
-    task[f"x_{split}"] = images[idx].astype(np.float32) / np.float32(255)
+    task[f"x_{split}"] = images[idx].astype(np.float32) / np.float32(PIXEL_MAX)
     task[f"t_{split}"] = np.asarray(targets, dtype=np.int64)
     task[f"index_{split}"] = idx.astype(np.int64)
 

@@ -34,8 +34,9 @@ def draw_weights(ax, image: np.ndarray, limit: float | None = None):
     return shown
 
 
-def draw_curves(ax_loss, ax_acc, history: History) -> None:
-    """Loss and accuracy per epoch of the three splits, the best epoch marked."""
+def draw_curves(ax_loss, ax_acc, history: History, unit: str = "epoch") -> None:
+    """Loss and accuracy per epoch of the three splits, the best epoch marked
+    (``unit``: the x axis's name; "iteration" where an epoch is one step)."""
     for split in SPLITS:
         color = SPLIT_COLORS[split]
         ax_loss.plot(
@@ -44,8 +45,8 @@ def draw_curves(ax_loss, ax_acc, history: History) -> None:
         accuracy = 100 * np.asarray(history.metrics[f"{split}_accuracy"])
         ax_acc.plot(history.epoch, accuracy, label=split, color=color)
     for ax in (ax_loss, ax_acc):
-        ax.axvline(history.best_epoch, color="grey", ls=":", label="best epoch")
-        ax.set_xlabel("epoch")
+        ax.axvline(history.best_epoch, color="grey", ls=":", label=f"kept {unit}")
+        ax.set_xlabel(unit)
         ax.grid(alpha=0.3)
         ax.legend()
     ax_loss.set_ylabel(LOSS_LABEL)

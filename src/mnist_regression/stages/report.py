@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from ..app.results import job_folders
@@ -27,10 +28,10 @@ def main(argv: list[str]) -> None:
         )
     print(f"wrote {cfg.study.reports_dir}/results.md")
     if cfg.tracking.enabled:
-        register(cfg)
+        register(cfg, metrics["paired"])
 
 
-def register(cfg) -> None:
+def register(cfg, paired: dict) -> None:
     """The best model of each task among the workspace's training outputs in the
     MLflow Model Registry, aliased ``champion`` (inside ``dvc exp run``:
     ``candidate-<experiment>``); a store that cannot be used costs a warning."""
@@ -50,6 +51,8 @@ def register(cfg) -> None:
         found = register_champions(
             session.client, experiment, jobs, cfg.data.digits, alias
         )
+        logged = log_paired(cfg, session, experiment, paired)
+        print(f"paired tests logged to {logged} sweeps' parent runs")
     except UserError as err:
         print(f"warning: models not registered: {err}", file=sys.stderr)
         return
@@ -64,6 +67,51 @@ def register(cfg) -> None:
             print(f"warning: {name} not registered: {run_name}", file=sys.stderr)
         else:
             print(f"registered {name} version {version} ({run_name}) as @{alias}")
+
+
+def log_paired(cfg, session, experiment: str, paired: dict) -> int:
+    """Each family of paired tests run on one training stage's jobs, as metrics
+    of that stage's latest parent run whose jobs wrote the workspace's outputs:
+    ``mcnemar/<task>/<first> vs <second>/{p,p_holm,only_first,only_second}``. Returns
+    the number of parent runs written."""
+    from mlflow.entities import Metric
+
+    from ..tracking.provenance import WEIGHTS_TAG
+    from ..tracking.session import metric_batches
+
+    client, written = session.client, 0
+    names = {stage.folder: stage.name for stage in training_stages()}
+    for family in paired.values():
+        if family["stage"] is None:
+            continue
+        # any job of the stage finds its parent (the same weights may come from
+        # another stage's job of the same settings: the stage's tag tells)
+        (job, *_) = candidates(Path(cfg.study.results_dir), [family["stage"]])
+        runs = client.search_runs(
+            [experiment],
+            filter_string=f"tags.{WEIGHTS_TAG} = '{job.weights_sha256}' "
+            f"and tags.`dvc.stage` = '{names[family['stage']]}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs or "mlflow.parentRunId" not in runs[0].data.tags:
+            continue
+        parent = runs[0].data.tags["mlflow.parentRunId"]
+        now = int(time.time() * 1000)
+        points = [
+            Metric(
+                f"mcnemar/{family['task']}/{t['first']} vs {t['second']}/{key}",
+                float(t[key]),
+                now,
+                0,
+            )
+            for t in family["tests"]
+            for key in ("p", "p_holm", "only_first", "only_second")
+        ]
+        for batch in metric_batches(points):
+            client.log_batch(parent, metrics=batch)
+        written += 1
+    return written
 
 
 def candidates(results: Path, stages: list[str]) -> list:

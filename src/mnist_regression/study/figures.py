@@ -8,8 +8,14 @@ from matplotlib import colormaps
 from ..app.results import Job
 from ..core.models import LinearModel, curvature_at_zero
 from ..core.objective import Objective
-from ..core.training import History
-from ..figures.drawing import LOSS_LABEL, draw_curves, draw_weights, subplots
+from ..core.training import SPLITS, History
+from ..figures.drawing import (
+    LOSS_LABEL,
+    SPLIT_COLORS,
+    draw_curves,
+    draw_weights,
+    subplots,
+)
 from ..figures.run_figures import weight_images
 
 
@@ -34,10 +40,10 @@ def _per_job_curves(ax, jobs: list[Job], metric: str, key: str, name: str) -> No
     ax.legend()
 
 
-def curves(history: History, title: str):
-    """Loss and accuracy per epoch of one run's three splits."""
+def curves(history: History, title: str, unit: str = "epoch"):
+    """Loss and accuracy per epoch (``unit``) of one run's three splits."""
     fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
-    draw_curves(ax_loss, ax_acc, history)
+    draw_curves(ax_loss, ax_acc, history, unit)
     ax_acc.set_ylim(max(0, ax_acc.get_ylim()[0]), 100)
     fig.suptitle(title)
     fig.tight_layout()
@@ -78,12 +84,45 @@ def _zoom_accuracy(ax, jobs: list[Job], *metrics: str) -> None:
         ax.set_ylim(low, min(100.0, np.ceil(later.max()) + 0.5))
 
 
-def l2_accuracy(jobs: list[Job], title: str):
-    fig, ax = subplots(figsize=(7, 4.5))
+def over_seeds_panel(ax, sweep: dict) -> None:
+    """Each lambda's final validation and test accuracy: the mean over the seeds
+    of the mini-batch order, with its 95% interval as an error bar."""
+    lambdas = [float(key.split("=", 1)[1]) for key in sweep]
+    for split, marker in (("val", "o-"), ("test", "s--")):
+        means = np.array(
+            [100 * row[f"{split}_accuracy_mean"] for row in sweep.values()]
+        )
+        spans = np.array(
+            [
+                [100 * v for v in row[f"{split}_accuracy_interval"]]
+                for row in sweep.values()
+            ]
+        )
+        ax.errorbar(
+            lambdas,
+            means,
+            yerr=[means - spans[:, 0], spans[:, 1] - means],
+            fmt=marker,
+            capsize=4,
+            label=f"{'validation' if split == 'val' else 'test'}",
+        )
+    seeds = min(row["seeds"] for row in sweep.values())
+    _lambda_axis(ax, lambdas)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"mean over {seeds} seeds, 95% interval")
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def l2_accuracy(jobs: list[Job], title: str, sweep: dict):
+    fig, (ax, right) = subplots(1, 2, figsize=(12, 4.5))
     _per_job_curves(ax, jobs, "val_accuracy", "model.l2", "lambda")
     _zoom_accuracy(ax, jobs, "val_accuracy")
     ax.set_ylabel("validation accuracy (%), from epoch 1")
-    ax.set_title(title)
+    ax.set_title(f"per epoch (seed {jobs[0].param('seed')})")
+    over_seeds_panel(right, sweep)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
@@ -114,12 +153,13 @@ def l2_weight_images(jobs: list[Job], title: str):
     return fig
 
 
-def softmax_l2(jobs: list[Job]):
-    fig, (left, right) = subplots(1, 2, figsize=(12, 4.5))
+def softmax_l2(jobs: list[Job], sweep: dict):
+    fig, (left, middle, right) = subplots(1, 3, figsize=(17, 4.5))
     _per_job_curves(left, jobs, "val_accuracy", "model.l2", "lambda")
     _zoom_accuracy(left, jobs, "val_accuracy")
     left.set_ylabel("validation accuracy (%), from epoch 1")
-    left.set_title("validation accuracy per epoch")
+    left.set_title(f"validation accuracy per epoch (seed {jobs[0].param('seed')})")
+    over_seeds_panel(middle, sweep)
     lambdas = [job.param("model.l2") for job in jobs]
     right.plot(
         lambdas, [job.metrics["epochs_run"] for job in jobs], "o-", label="epochs run"
@@ -137,21 +177,47 @@ def softmax_l2(jobs: list[Job]):
     return fig
 
 
-def digits_and_weights(x: np.ndarray, t: np.ndarray, job: Job):
+def digits_and_weights(
+    x: np.ndarray, t: np.ndarray, job: Job, title: str, dark: bool = False
+):
+    """Each digit's average training image above its weights. ``dark``: the
+    images white on black, as MNIST stores them (and the seed study showed
+    them), and every weight image on one colour scale, with its bar."""
     weights = weight_images(job.model)
     side = weights.shape[1]
     fig, axes = subplots(2, 10, figsize=(15, 3.6))
+    limit = (float(np.abs(weights).max()) or 1.0) if dark else None
     for digit in range(10):
         mean = x[t == digit].mean(axis=0).reshape(side, side)
-        axes[0, digit].imshow(mean, cmap="gray_r")
+        axes[0, digit].imshow(mean, cmap="gray" if dark else "gray_r")
         axes[0, digit].set_title(str(digit))
-        draw_weights(axes[1, digit], weights[digit])
+        shown = draw_weights(axes[1, digit], weights[digit], limit)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_ylabel("mean image")
     axes[1, 0].set_ylabel("weights")
-    fig.suptitle("Softmax regression: average training image and learned weights")
+    if dark:
+        fig.colorbar(shown, ax=list(axes[1]), shrink=0.9, label="weight")
+    fig.suptitle(title)
+    return fig
+
+
+def seed_curves(history: History, metric: str, title: str):
+    """One quantity (``loss`` or ``accuracy``) of the three splits per iteration
+    of a full-batch run, as the seed study's figures drew them."""
+    fig, ax = subplots(figsize=(7, 4.5))
+    for split in SPLITS:
+        values = np.asarray(history.metrics[f"{split}_{metric}"])
+        if metric == "accuracy":
+            values = 100 * values
+        ax.plot(history.epoch, values, label=split, color=SPLIT_COLORS[split])
+    ax.axvline(history.best_epoch, color="grey", ls=":", label="kept iteration")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(LOSS_LABEL if metric == "loss" else "accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
     return fig
 
 

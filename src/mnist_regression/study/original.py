@@ -66,6 +66,24 @@ def within_noise(ours: float, n: int, study: tuple[float, float]) -> bool:
     return value + rounding >= low and value - rounding <= high
 
 
+# A verdict that a shift this small (in accuracy) would turn is called borderline.
+BORDERLINE = 0.0005
+
+
+def borderline(ours: float, n: int, study: tuple[float, float]) -> bool:
+    """Whether the study's range and our interval meet or miss by less than
+    ``BORDERLINE``: "within the noise" then hinges on the third decimal."""
+    value, rounding = study
+    low, high = wilson(ours, n)
+    gaps = (low - (value + rounding), (value - rounding) - high)
+    return any(abs(gap) < BORDERLINE for gap in gaps)
+
+
+def noise_word(ours: float, n: int, study: tuple[float, float]) -> str:
+    inside = "yes" if within_noise(ours, n, study) else "no"
+    return f"{inside} (borderline)" if borderline(ours, n, study) else inside
+
+
 def accuracies(job: Job, data: Mapping[str, np.ndarray], n_test_file: int) -> dict:
     """Validation accuracy, test accuracy on all test images and on the last
     ``LAST_N`` of the test file, with the size of each set."""
@@ -76,6 +94,7 @@ def accuracies(job: Job, data: Mapping[str, np.ndarray], n_test_file: int) -> di
         "test_accuracy": float(correct.mean()),
         "test_accuracy_last": float(correct[last].mean()),
         "val_images": len(data["t_val"]),
+        "train_images": len(data["t_train"]),
         "test_images": len(correct),
         "test_images_last": int(last.sum()),
         "epochs_run": job.metrics["epochs_run"],
@@ -111,7 +130,13 @@ class Reading:
 
     @property
     def steps(self) -> int:
-        return self.job.config["optimizer"]["max_steps"]
+        """The gradient steps the run took: its epochs times the mini-batches of
+        an epoch, up to ``max_steps``."""
+        opt = self.job.config["optimizer"]
+        n = self.row["train_images"]
+        per_epoch = -(-n // (opt["batch_size"] or n))
+        taken = self.row["epochs_run"] * per_epoch
+        return min(taken, opt["max_steps"]) if opt["max_steps"] else taken
 
     def within(self, model: str) -> bool:
         return all(
@@ -119,18 +144,33 @@ class Reading:
             for key, study in SEED_STUDY[model].items()
         )
 
-    def distance(self, model: str) -> float:
-        """How far from the study, in widths of our intervals, summed."""
-        total = 0.0
-        for key, (value, _) in SEED_STUDY[model].items():
-            low, high = wilson(self.row[key], size(self.row, key))
-            total += abs(self.row[key] - value) / (high - low)
+    def noise(self, model: str) -> str:
+        """yes / no, and "borderline" where any number's verdict is."""
+        words = [
+            noise_word(self.row[key], size(self.row, key), study)
+            for key, study in SEED_STUDY[model].items()
+        ]
+        inside = "yes" if self.within(model) else "no"
+        return (
+            f"{inside} (borderline)"
+            if any("borderline" in w for w in words)
+            else inside
+        )
+
+    def images_off(self, model: str) -> int:
+        """How many images, summed over the study's numbers, lie between ours
+        and the counts each printed number can stand for."""
+        total = 0
+        for key, study in SEED_STUDY[model].items():
+            low, high = printed_range(*study, size(self.row, key))
+            k = count(self.row, key)
+            total += low - k if k < low else k - high if k > high else 0
         return total
 
 
 def readings_table(readings: dict[str, list[Reading]]) -> list[str]:
     lines = [
-        "| task | reading of an iteration | iterations | epochs run (best) | "
+        "| task | reading of an iteration | steps run | epochs run (best) | "
         f"validation | test, all | test, last {LAST_N:,} | within the noise |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -143,7 +183,7 @@ def readings_table(readings: dict[str, list[Reading]]) -> list[str]:
                 f"{with_interval(row['val_accuracy'], row['val_images'])} | "
                 f"{with_interval(row['test_accuracy'], row['test_images'])} | "
                 f"{with_interval(row['test_accuracy_last'], row['test_images_last'])}"
-                f" | {'yes' if r.within(model) else 'no'} |"
+                f" | {r.noise(model)} |"
             )
     return lines
 
@@ -156,31 +196,48 @@ def study_numbers(model: str) -> str:
 
 
 def verdict(model: str, rows: list[Reading]) -> str:
-    """Which readings match the study's numbers for ``model``, and how sure."""
+    """Which readings match the study's numbers for ``model``, which come
+    closest (in images, ties named as ties), and whether the study's numbers can
+    tell the readings apart: only if, on some number, they differ by more than
+    one interval's width."""
     inside = [r.name for r in rows if r.within(model)]
-    closest = min(rows, key=lambda r: r.distance(model))
-    key = "test_accuracy_last"
-    values = [r.row[key] for r in rows]
-    spread, n = max(values) - min(values), rows[0].row["test_images_last"]
-    low, high = wilson(closest.row[key], n)
+    off = {r.name: r.images_off(model) for r in rows}
+    nearest = min(off.values())
+    closest = [name for name, images in off.items() if images == nearest]
     matched = (
         f"{', '.join(inside)} land{'s' if len(inside) == 1 else ''} within the noise"
         if inside
         else "no reading lands within the noise"
     )
+    distance = (
+        "within the printed rounding"
+        if nearest == 0
+        else f"{nearest} image{'s' if nearest > 1 else ''} from it"
+    )
+    if len(closest) == 1:
+        near = f"closest is {closest[0]} ({distance})"
+    else:
+        near = f"{', '.join(closest)} tie as closest ({distance})"
+    apart = []
+    for key in SEED_STUDY[model]:
+        counts = [count(r.row, key) for r in rows]
+        n = size(rows[0].row, key)
+        widest = max((lambda lh: lh[1] - lh[0])(wilson(r.row[key], n)) for r in rows)
+        spread = max(counts) - min(counts)
+        if spread > widest * n:
+            apart.append(
+                f"on {COMPARED[key]} the readings differ by up to {spread} of "
+                f"{n:,} images, more than an interval's width ({widest * n:.0f})"
+            )
     sure = (
-        f"the readings differ by at most {100 * spread:.2f} points "
-        f"({round(spread * n)} of {n:,} images) on the last {LAST_N:,}, inside one "
-        f"interval's width ({100 * (high - low):.1f} points): the study's numbers "
-        "cannot tell them apart"
-        if spread < high - low
-        else f"the readings differ by up to {100 * spread:.2f} points there, more "
-        f"than one interval's width ({100 * (high - low):.1f}), so the evidence "
-        f"favours {closest.name}"
+        "; ".join(apart) + ": there the study's numbers can tell readings apart"
+        if apart
+        else "on every number the study reported, the readings differ by less "
+        "than one interval's width: the study's numbers cannot tell them apart"
     )
     return (
         f"{TASK[model]}: against the study's {study_numbers(model)}, {matched}; "
-        f"closest is {closest.name}. {sure[0].upper()}{sure[1:]}."
+        f"{near}. {sure[0].upper()}{sure[1:]}."
     )
 
 
@@ -220,10 +277,15 @@ def against(ours: float, n: int, study: tuple[float, float]) -> str:
     value = study[0]
     side = "below" if ours < value else "above"
     noise = "within" if within_noise(ours, n, study) else "outside"
+    close = (
+        " (borderline: the verdict hinges on the third decimal)"
+        if borderline(ours, n, study)
+        else ""
+    )
     return (
         f"{pct(ours)}, {abs(100 * (value - ours)):.2f} points "
         f"({images(abs(value - ours) * n)} of {n:,} images) {side} it, "
-        f"{noise} the noise"
+        f"{noise} the noise{close}"
     )
 
 
@@ -231,10 +293,20 @@ def gaps(model: str, preset: Reading, defaults: dict) -> list[str]:
     """Why the seed preset's run ended, then each number the study reported: the
     gap to the preset's and to our defaults' (mean over seeds), against the noise."""
     row = preset.row
+    short = [
+        COMPARED[key]
+        for key, study in SEED_STUDY[model].items()
+        if row[key] < study[0] and not within_noise(row[key], size(row, key), study)
+    ]
     sentences = [
         f"{TASK[model]}: the seed preset's run (full batch) was still improving when "
-        f"its {preset.steps:,} iterations ran out (its best epoch is its last), so it "
-        "is undertrained."
+        f"its {preset.steps:,} steps ran out (its best epoch is its last)"
+        + (
+            f", and on {' and '.join(short)} it falls short of the study beyond the "
+            "noise: there it is undertrained."
+            if short
+            else "."
+        )
         if row["best_epoch"] == row["epochs_run"]
         else f"{TASK[model]}: early stopping ended the seed preset's run (full batch) "
         f"at epoch {row['epochs_run']:,}, its best at {row['best_epoch']:,}."
@@ -263,3 +335,92 @@ def last_images_easier(model: str, row: Mapping) -> str | None:
         "the noise; on which images a number was measured matters as much as how "
         "the model was trained."
     )
+
+
+@dataclass
+class Protocol:
+    """One way of running the study: its name, the job that ran it, its row of
+    ``accuracies``."""
+
+    name: str
+    job: Job
+    row: dict
+
+
+def count(row: Mapping, key: str) -> int:
+    """The images an accuracy stands for: k of its set's n."""
+    return round(row[key] * size(row, key))
+
+
+def printed_range(value: float, rounding: float, n: int) -> tuple[int, int]:
+    """The counts of n images a printed percentage can stand for, given its
+    rounding: every k with |k / n - value| <= rounding."""
+    low = int(np.ceil((value - rounding) * n - 1e-9))
+    high = int(np.floor((value + rounding) * n + 1e-9))
+    return low, high
+
+
+def counted(k: int, n: int) -> str:
+    low, high = wilson(k / n, n)
+    return f"{k:,}/{n:,} ({100 * low:.1f}-{100 * high:.1f})"
+
+
+def protocols_table(protocols: dict[str, list[Protocol]]) -> list[str]:
+    """Per task, the study's printed numbers as counts, then each protocol's
+    counts with their 95% Wilson intervals (in percent)."""
+    keys = ("val_accuracy", "test_accuracy_last", "test_accuracy")
+    names = {**COMPARED, "test_accuracy": "test, all"}
+    lines = [
+        "| task | protocol | " + " | ".join(names[k] for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for model, rows in protocols.items():
+        sample = rows[0].row
+        printed = []
+        for key in keys:
+            if key not in SEED_STUDY[model]:
+                printed.append("not reported")
+                continue
+            low, high = printed_range(*SEED_STUDY[model][key], size(sample, key))
+            span = f"{low:,}" if low == high else f"{low:,}-{high:,}"
+            printed.append(
+                f"{pct(SEED_STUDY[model][key][0])}: {span}/{size(sample, key):,}"
+            )
+        lines.append(
+            f"| {TASK[model]} | the seed study, as printed | {' | '.join(printed)} |"
+        )
+        for protocol in rows:
+            cells = [
+                counted(count(protocol.row, k), size(protocol.row, k)) for k in keys
+            ]
+            lines.append(f"| {TASK[model]} | {protocol.name} | {' | '.join(cells)} |")
+    return lines
+
+
+def reproduction(model: str, protocols: list[Protocol]) -> list[str]:
+    """For each number the study printed: the counts it can stand for, and how
+    many images each protocol lies from them (0: it reproduces the number to the
+    image)."""
+    sentences = []
+    for key, (value, rounding) in SEED_STUDY[model].items():
+        n = size(protocols[0].row, key)
+        low, high = printed_range(value, rounding, n)
+        span = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+        parts = []
+        for protocol in protocols:
+            k = count(protocol.row, key)
+            off = low - k if k < low else k - high if k > high else 0
+            where = (
+                "reproduces it to the image"
+                if off == 0 and low == high
+                else "lies within its rounding"
+                if off == 0
+                else f"{off:,} image{'s' if off > 1 else ''} "
+                f"{'short of' if k < low else 'beyond'} it"
+            )
+            parts.append(f"{protocol.name} has {k:,} ({where})")
+        sentences.append(
+            f"{TASK[model]}, {COMPARED[key]}: the study's {pct(value)} stands for "
+            f"{span} of {n:,} images; " + "; ".join(parts) + "."
+        )
+    return sentences

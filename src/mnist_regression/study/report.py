@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from omegaconf import DictConfig
 
@@ -17,11 +18,12 @@ from ..common.errors import DataError
 from ..common.io import atomic_write, save_json
 from ..core import losses
 from ..core.losses import LOSSES
-from ..data.prepare import load_task, pair_name
+from ..core.stats import mean_interval
+from ..data.prepare import PIXEL_MAX, load_task, pair_name
 from ..figures.drawing import save
 from ..tracking.target import project_root
-from . import figures, original
-from .original import Reading, accuracies, over_seeds
+from . import figures, original, paired
+from .original import Protocol, Reading, accuracies, over_seeds
 
 # Significant digits of the committed numbers (details.json, plot data): float32
 # training determines about 7, and another processor moves the 7th or 8th.
@@ -32,6 +34,8 @@ def significant(tree, digits: int = DIGITS):
     """``tree`` with every float rounded to ``digits`` significant digits."""
     if isinstance(tree, dict):
         return {key: significant(value, digits) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [significant(value, digits) for value in tree]
     if isinstance(tree, float):
         return float(f"{tree:.{digits}g}")
     return tree
@@ -39,12 +43,14 @@ def significant(tree, digits: int = DIGITS):
 
 @dataclass(frozen=True)
 class TrainingStage:
-    """A training stage of dvc.yaml: its name, its folder of ``results/``, and the
-    one parameter its jobs vary (None: several, kept in the sweep's order)."""
+    """A training stage of dvc.yaml: its name, its folder of ``results/``, the
+    one parameter its jobs vary (None: several, kept in the sweep's order), and
+    the one that only replicates them (``seed``: each value once per seed)."""
 
     name: str
     folder: str
     varies: str | None
+    replicates: str | None = None
 
 
 def training_stages(pipeline: Path | None = None) -> list[TrainingStage]:
@@ -69,24 +75,52 @@ def training_stages(pipeline: Path | None = None) -> list[TrainingStage]:
                 if ("," in value or "${study." in value)
                 and not setting.startswith(("hydra", "output_dir"))
             ]
+            replicates = item.get("replicates")
+            swept = [s for s in swept if s != replicates]
             varies = swept[0].lstrip("+") if len(swept) == 1 else None
             full = f"{name}@{key}" if key else name
-            found.append(TrainingStage(full, key or name, varies))
+            found.append(TrainingStage(full, key or name, varies, replicates))
     return found
 
 
-def sweep_metrics(jobs: list[Job], key: str) -> dict:
+def sweep_metrics(jobs: list[Job], key: str, replicated: list[Job] | None) -> dict:
+    """Per value of ``key``: the job's numbers and, where the sweep replicated
+    each value over seeds (``replicated``: all its jobs), the accuracies' mean
+    over them with its 95% interval."""
     name = key.split(".")[-1]
-    return {
-        f"{name}={job.param(key):g}": {
+    metrics = {}
+    for job in jobs:
+        row = {
             "val_accuracy": job.metrics["final_val_accuracy"],
             "test_accuracy": job.metrics["final_test_accuracy"],
             "val_loss": job.metrics["final_val_loss"],
             "weight_norm": job.model.weight_norm(),
             "epochs_run": job.metrics["epochs_run"],
         }
-        for job in jobs
-    }
+        if replicated:
+            same = [j for j in replicated if j.param(key) == job.param(key)]
+            row["seeds"] = len(same)
+            for split in ("val", "test"):
+                mean, low, high = mean_interval(
+                    [j.metrics[f"final_{split}_accuracy"] for j in same]
+                )
+                row[f"{split}_accuracy_mean"] = mean
+                row[f"{split}_accuracy_interval"] = [low, high]
+        metrics[f"{name}={job.param(key):g}"] = row
+    return metrics
+
+
+def one_per_value(jobs: list[Job], stage: TrainingStage, seed: int) -> list[Job]:
+    """A replicated sweep's job of the configured seed for each value (the first
+    one where that seed is missing), in the sweep's order."""
+    chosen: dict = {}
+    for job in jobs:
+        value = job.param(stage.varies)
+        if job.param(stage.replicates) == seed:
+            chosen[value] = job
+        else:
+            chosen.setdefault(value, job)
+    return list(chosen.values())
 
 
 def headline(metrics: dict) -> dict:
@@ -102,13 +136,23 @@ def headline(metrics: dict) -> dict:
     }
 
 
-def write_plot_data(path: Path, jobs: list[Job], key: str | None) -> None:
-    """Every job's history in one CSV, labelled by the varied parameter."""
+def write_plot_data(
+    path: Path, jobs: list[Job], key: str | None, replicates: str | None = None
+) -> None:
+    """Every job's history in one CSV, labelled by the varied parameter (and the
+    replicating one, where there is one)."""
     if key is None:
         labelled = [(job.label, job.history) for job in jobs]
     else:
         name = key.split(".")[-1]
-        labelled = [(f"{name}={job.param(key)}", job.history) for job in jobs]
+        labelled = [
+            (
+                f"{name}={job.param(key)}"
+                + (f" {replicates}={job.param(replicates)}" if replicates else ""),
+                job.history,
+            )
+            for job in jobs
+        ]
     write_histories(path, labelled, DIGITS)
 
 
@@ -121,14 +165,29 @@ def settings(job: Job) -> str:
         if opt["max_steps"] is not None and opt["max_steps"] <= opt["max_epochs"]
         else f"at most {opt['max_epochs']:,} epochs"
     )
+    watched = {"loss": "val_loss", "objective": "validation cost"}.get(
+        opt["monitor"], "validation cost / (n k)"
+    )
+    stop = (
+        f"stop when the {watched} rose {opt['patience']} times in a row"
+        if opt["stop_when"] == "rising"
+        else f"patience {opt['patience']} on the {watched}"
+    )
+    keep = "" if opt["restore_best"] else ", last weights kept"
+    model, scale = job.config["model"], job.config["data"]["scale"]
+    pixels = "" if scale == PIXEL_MAX else f", pixels / {scale:g}"
+    bias = {"free": "", "penalised": ", bias penalised", "none": ", no bias"}
     return (
-        f"lr {opt['lr']:g}{anneal}, {batch}, {limit}, patience {opt['patience']}, "
-        f"lambda {job.param('model.l2'):g}"
+        f"lr {opt['lr']:g}{anneal}, {batch}, {limit}, {stop}{keep}, "
+        f"lambda {model['l2']:g}{bias[model['bias']]}{pixels}"
     )
 
 
-def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
-    """The section on the seed study: readings, seeds, gaps, in words and tables."""
+def comparison(
+    metrics: dict, readings: dict, models: dict, protocols: dict
+) -> list[str]:
+    """The section on the seed study: protocols, readings, seeds, gaps, in words
+    and tables."""
     preset = {
         m: next(r for r in rs if r.name == "full batch") for m, rs in readings.items()
     }
@@ -137,6 +196,30 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
         "Each accuracy is followed by its 95% Wilson interval for the size of its "
         f"set. The sets: 2 vs 3, {original.images_per_point(preset['logistic'].row)};"
         f" 10 digits, {original.images_per_point(row)}.",
+        "",
+        "### The protocols side by side",
+        "",
+        "The study's text and its authors' code differ, and the code changed at "
+        "delivery (`conf/experiment/seed_code.yaml`, `seed_delivered.yaml`). Each "
+        "protocol's correct images, k of n, with the 95% Wilson interval in "
+        "percent; the study printed percentages, shown here as the counts they can "
+        "stand for. The protocols:",
+        "",
+        *(
+            f"- {p.name}: {settings(p.job)} for 2 vs 3; "
+            f"{settings(q.job)} for 10 digits."
+            for p, q in zip(
+                protocols["logistic"][:-1], protocols["softmax"][:-1], strict=True
+            )
+        ),
+        "",
+        *original.protocols_table(protocols),
+        "",
+        *(
+            f"- {sentence}"
+            for model, ps in protocols.items()
+            for sentence in original.reproduction(model, ps)
+        ),
         "",
         '### What an "iteration" was',
         "",
@@ -171,12 +254,85 @@ def comparison(metrics: dict, readings: dict, models: dict) -> list[str]:
     return lines
 
 
-def draw_figures(stages, softmax: Job, tasks: dict, pair: str, out: Path):
+def paired_section(families: list[Family]) -> list[str]:
+    """The paired tests: per family, a sentence true of every test, the table."""
+    lines = [
+        "### Paired tests on the same test images",
+        "",
+        "Intervals of a few hundred images overlap where the models differ; "
+        "scored on the same images, two models differ only where one is right and "
+        "the other wrong. Each family below is a set of exact McNemar tests on all "
+        "test images, with Holm's correction over the family.",
+        "",
+    ]
+    for family in families:
+        lines += [
+            f"#### {family.title} ({family.n:,} test images)",
+            "",
+            paired.summary(family.tests),
+            "",
+            *paired.table(family.tests, family.n),
+            "",
+        ]
+    return lines
+
+
+@dataclass(frozen=True)
+class Family:
+    """Paired tests Holm-corrected together: on which task and test images, and
+    the training stage whose jobs they compare (None: several stages)."""
+
+    title: str
+    task: str
+    tests: list
+    n: int
+    stage: str | None
+
+
+def paired_families(stages, readings, protocols, data) -> list[Family]:
+    """The families of paired tests: the lambdas of each sweep, the readings of
+    an iteration, and each seed protocol against our defaults."""
+
+    def correct(job: Job, model: str) -> np.ndarray:
+        return job.model.predict(data[model]["x_test"]) == data[model]["t_test"]
+
+    def family(model, title, by_name, stage, pairs=None) -> Family:
+        task = original.TASK[model]
+        tests = paired.family(by_name, pairs)
+        return Family(
+            f"{task}: {title}", task, tests, len(data[model]["t_test"]), stage
+        )
+
+    families = []
+    for stage, model in (("logistic_l2", "logistic"), ("softmax_l2", "softmax")):
+        by_lambda = {
+            f"lambda {job.param('model.l2'):g}": correct(job, model)
+            for job in stages[stage]
+        }
+        seed = stages[stage][0].param("seed")
+        title = f"the lambdas of `train@{stage}`, seed {seed}"
+        families.append(family(model, title, by_lambda, stage))
+    for model, rows in readings.items():
+        by_reading = {r.name: correct(r.job, model) for r in rows}
+        title = "the readings of an iteration"
+        families.append(family(model, title, by_reading, "seed_readings"))
+    for model, rows in protocols.items():
+        by_protocol = {p.name: correct(p.job, model) for p in rows}
+        pairs = [(p.name, rows[-1].name) for p in rows[:-1]]
+        title = "the seed protocols against our defaults"
+        families.append(family(model, title, by_protocol, None, pairs))
+    return families
+
+
+def draw_figures(
+    stages, sweeps, protocols, softmax: Job, tasks: dict, pair: str, out: Path
+):
     """Save every figure; return (file name, one-line description) pairs.
     ``tasks``: each model's prepared data; ``pair``: the binary task's name."""
     entries = [
-        *logistic_figures(stages, pair),
-        *softmax_figures(stages, softmax, tasks["softmax"]),
+        *seed_figures(protocols, tasks["softmax"], pair),
+        *logistic_figures(stages, sweeps, pair),
+        *softmax_figures(stages, sweeps, softmax, tasks["softmax"]),
         stability_figure(tasks, pair),
     ]
     for name, fig, _ in entries:
@@ -184,7 +340,59 @@ def draw_figures(stages, softmax: Job, tasks: dict, pair: str, out: Path):
     return [(name, text) for name, _, text in entries]
 
 
-def logistic_figures(stages: dict[str, list[Job]], pair: str) -> list[tuple]:
+def seed_figures(protocols: dict, multi, pair: str) -> list[tuple]:
+    """The seed study's Figures 2.1, 2.2, 3.1 and 3.2 from its own settings: the
+    text's full-batch logistic run at alpha = 0.01 and the softmax model of its
+    code as delivered, the one that reproduces its softmax numbers."""
+    text = protocols["logistic"][0].job
+    delivered = next(
+        p.job
+        for p in protocols["softmax"]
+        if "delivered" in str((p.job.config.get("seed_code") or {}).get("version"))
+    )
+    how = f"(`experiment=seed_delivered`: {settings(delivered)})"
+    title = f"Logistic regression, {pair}, alpha = {text.param('optimizer.lr'):g}"
+    return [
+        (
+            "seed_figure_2_1.png",
+            figures.seed_curves(text.history, "loss", f"{title}: loss"),
+            f"Seed Figure 2.1 from the text's settings ({settings(text)}): the "
+            "cross-entropy of the three splits per full-batch iteration.",
+        ),
+        (
+            "seed_figure_2_2.png",
+            figures.seed_curves(text.history, "accuracy", f"{title}: accuracy"),
+            "Seed Figure 2.2, the same run: the accuracy of the three splits per "
+            "iteration.",
+        ),
+        (
+            "seed_figure_3_1.png",
+            figures.curves(
+                delivered.history,
+                "Softmax regression, as the seed's code ran it",
+                unit="iteration",
+            ),
+            f"Seed Figure 3.1 from the softmax model of the seed's code {how}: loss "
+            "and accuracy of the three splits per iteration.",
+        ),
+        (
+            "seed_figure_3_2.png",
+            figures.digits_and_weights(
+                multi["x_train"],
+                multi["t_train"],
+                delivered,
+                "Average training image of each digit and the weights of the seed's "
+                "softmax model",
+                dark=True,
+            ),
+            "Seed Figure 3.2, the same model: each digit's average training image, "
+            "white on black as MNIST stores it, above its weights, all on one "
+            "colour scale.",
+        ),
+    ]
+
+
+def logistic_figures(stages: dict[str, list[Job]], sweeps, pair: str) -> list[tuple]:
     """The seed study's Figures 2.1-2.5: (file name, figure, description)."""
     lrs, l2 = stages["logistic_lr"], stages["logistic_l2"]
     best_lr = min(lrs, key=lambda job: job.metrics["final_val_loss"])
@@ -196,36 +404,41 @@ def logistic_figures(stages: dict[str, list[Job]], pair: str) -> list[tuple]:
             figures.learning_rates(lrs, title),
             f"Validation loss per epoch of logistic regression ({pair}) for each "
             f"learning rate; lr = {best_lr.param('optimizer.lr'):g} reaches the "
-            f"lowest, {best_lr.metrics['final_val_loss']:.4f} nats (seed Figure 2.1).",
+            f"lowest, {best_lr.metrics['final_val_loss']:.4f} nats (ours: the "
+            "rates of seed Figure 2.1 at our settings).",
         ),
         (
             "annealing.png",
             figures.annealing(stages["logistic_anneal"], title),
             "Loss and accuracy of train, validation and test per epoch, with a "
-            "constant and an annealed rate (seed Figure 2.2).",
+            "constant and an annealed rate (ours, at our settings).",
         ),
         (
             "l2_accuracy.png",
-            figures.l2_accuracy(l2, f"{title}: validation accuracy per lambda"),
-            "Validation accuracy per epoch for each lambda (seed Figure 2.3).",
+            figures.l2_accuracy(
+                l2, f"{title}: validation accuracy per lambda", sweeps["logistic_l2"]
+            ),
+            "Validation accuracy per epoch for each lambda, and each lambda's final "
+            "accuracy over the seeds with its 95% interval (ours: seed Figure 2.3 "
+            "at our settings).",
         ),
         (
             "l2_weight_norm.png",
             figures.l2_weight_norm(l2, f"{title}: length of the weights"),
             "Length of the weight vector against lambda and during training; "
             f"lambda = {l2[-1].param('model.l2'):g} leaves {100 * shrink:.0f}% of the "
-            "unpenalised length (seed Figure 2.4).",
+            "unpenalised length (ours: seed Figure 2.4 at our settings).",
         ),
         (
             "l2_weights.png",
             figures.l2_weight_images(l2, "Logistic regression weights per lambda"),
             "The weights as 28x28 images for each lambda, each on its own colour "
-            "scale (seed Figure 2.5).",
+            "scale (ours: seed Figure 2.5 at our settings).",
         ),
     ]
 
 
-def softmax_figures(stages: dict[str, list[Job]], softmax: Job, multi) -> list:
+def softmax_figures(stages: dict[str, list[Job]], sweeps, softmax: Job, multi) -> list:
     """The seed study's Figures 3.1-3.2, the lambda sweep and the mistakes."""
     log_probs = losses.log_softmax(softmax.model.logits(multi["x_test"]))
     quickest = min(stages["softmax_l2"], key=lambda job: job.metrics["epochs_run"])
@@ -234,17 +447,22 @@ def softmax_figures(stages: dict[str, list[Job]], softmax: Job, multi) -> list:
             "softmax_curves.png",
             figures.curves(softmax.history, "Softmax regression"),
             "Softmax regression: loss and accuracy of the three splits per epoch "
-            "(seed Figure 3.1).",
+            "(ours: seed Figure 3.1 at our settings).",
         ),
         (
             "digits_and_weights.png",
-            figures.digits_and_weights(multi["x_train"], multi["t_train"], softmax),
+            figures.digits_and_weights(
+                multi["x_train"],
+                multi["t_train"],
+                softmax,
+                "Softmax regression: average training image and learned weights",
+            ),
             "The average training image of each digit above its learned weights "
-            "(seed Figure 3.2).",
+            "(ours: seed Figure 3.2 at our settings).",
         ),
         (
             "softmax_l2.png",
-            figures.softmax_l2(stages["softmax_l2"]),
+            figures.softmax_l2(stages["softmax_l2"], sweeps["softmax_l2"]),
             f"Softmax lambda sweep: lambda = {quickest.param('model.l2'):g} stops "
             f"after {quickest.metrics['epochs_run']} epochs. A strong penalty holds "
             "the weights near their penalised optimum within a few epochs; after "
@@ -297,9 +515,13 @@ def build_report(cfg: DictConfig) -> dict:
     results, reports = Path(cfg.study.results_dir), Path(cfg.study.reports_dir)
     training = {stage.folder: stage for stage in training_stages()}
     stages, failed = {}, {}
+    replicated = {}
     for name, stage in training.items():
         stages[name], failed[name] = read_stage(results / name, stage.varies)
-    for name in ("models", "seed_readings"):
+        if stage.replicates:
+            replicated[name] = stages[name]
+            stages[name] = one_per_value(stages[name], stage, cfg.seed)
+    for name in ("models", "seed_readings", "seed_code"):
         for job in failed[name]:
             raise DataError(
                 f"stage {training[name].name}: run '{job.label}' failed "
@@ -332,19 +554,56 @@ def build_report(cfg: DictConfig) -> dict:
             Reading(original.reading(job), job, row)
             for job, row in rows(stages["seed_readings"], model)
         ]
+    protocols = {
+        model: [
+            Protocol(
+                "the text's protocol (`experiment=seed`, full batch)",
+                next(r for r in readings[model] if r.name == "full batch").job,
+                next(r for r in readings[model] if r.name == "full batch").row,
+            ),
+            *(
+                Protocol(f"the code {job.param('seed_code.version')}", job, row)
+                for job, row in rows(stages["seed_code"], model)
+            ),
+            Protocol(
+                f"our defaults (seed {models[model].param('seed')})",
+                models[model],
+                metrics[model]["per_seed"][models[model].param("seed")],
+            ),
+        ]
+        for model in LOSSES
+    }
+    metrics["protocols"] = {
+        model: {p.name: p.row for p in ps} for model, ps in protocols.items()
+    }
     metrics["seed_readings"] = {
         model: {r.name: {**r.row, "within_noise": r.within(model)} for r in rs}
         for model, rs in readings.items()
     }
     for name in ("logistic_lr", "logistic_anneal", "logistic_l2", "softmax_l2"):
-        metrics[name] = sweep_metrics(stages[name], training[name].varies)
+        metrics[name] = sweep_metrics(
+            stages[name], training[name].varies, replicated.get(name)
+        )
+    families = paired_families(stages, readings, protocols, data)
+    metrics["paired"] = {
+        f.title: {"stage": f.stage, "task": f.task, "tests": [vars(t) for t in f.tests]}
+        for f in families
+    }
     save_json(reports / "details.json", significant(metrics))
     save_json(reports / "metrics.json", headline(metrics))
     for name, stage in training.items():
-        write_plot_data(reports / "plots" / f"{name}.csv", stages[name], stage.varies)
+        write_plot_data(
+            reports / "plots" / f"{name}.csv",
+            replicated.get(name, stages[name]),
+            stage.varies,
+            stage.replicates if name in replicated else None,
+        )
     pair = pair_name(cfg.data.digits)
-    described = draw_figures(stages, models["softmax"], data, pair, reports / "figures")
-    section = comparison(metrics, readings, models)
+    described = draw_figures(
+        stages, metrics, protocols, models["softmax"], data, pair, reports / "figures"
+    )
+    section = comparison(metrics, readings, models, protocols)
+    section += ["", *paired_section(families)]
     write_markdown(reports / "results.md", section, described, failed)
     return metrics
 
@@ -354,8 +613,10 @@ def write_markdown(path: Path, section: list[str], described, failed) -> None:
         "# Results",
         "",
         "Written by the `report` stage of `dvc repro` from the training stages' "
-        "outputs; do not edit. Accuracies are those of the best epoch (lowest "
-        "validation loss), whose weights early stopping restores.",
+        "outputs; do not edit. Accuracies are those of the weights a run ends "
+        "with: its best epoch's (lowest validation value) where early stopping "
+        "restores them, as our defaults and the text's protocol do; its last "
+        "iteration's in the code's protocols.",
         "",
         "## Against the seed study",
         "",

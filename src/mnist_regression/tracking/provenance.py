@@ -34,7 +34,7 @@ WEIGHTS_TAG = "weights_sha256"
 # Settings shown in run names when they differ from conf/, with their short name.
 NAMED = {
     "model.l2": "l2",
-    "model.l2_bias": "l2_bias",
+    "model.bias": "bias",
     "optimizer.lr": "lr",
     "optimizer.batch_size": "batch",
     "optimizer.anneal_k": "anneal_k",
@@ -42,6 +42,10 @@ NAMED = {
     "optimizer.max_steps": "steps",
     "optimizer.max_epochs": "max_epochs",
     "optimizer.eval_every": "eval_every",
+    "optimizer.stop_when": "stop",
+    "optimizer.monitor": "monitor",
+    "optimizer.restore_best": "restore",
+    "data.scale": "scale",
     "seed": "seed",
     "data.train_size": "train_size",
     "data.val_fraction": "val_fraction",

@@ -15,10 +15,11 @@ class LinearClassifier(PythonModel):
     def load_context(self, context):
         with np.load(context.artifacts["weights"]) as saved:
             self.weights, self.bias = saved["weights"], saved["bias"]
-            self.classes = saved["classes"]
+            self.classes, self.factor = saved["classes"], saved["factor"]
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        z = np.asarray(model_input, dtype=np.float32) @ self.weights + self.bias
+        pixels = np.asarray(model_input, dtype=np.float32) * self.factor
+        z = pixels @ self.weights + self.bias
         if z.shape[1] == 1:  # logistic regression
             return self.classes[(z[:, 0] > 0).astype(np.int64)]
         return self.classes[z.argmax(axis=1)]

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,10 +38,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..common.cli import check_stop
 from ..common.io import save_npz
 from ..core.losses import LOSSES
-from ..data.prepare import class_digits
+from ..data.prepare import PIXEL_MAX, class_digits
 from . import provenance
 from .liveness import mark_stale_runs, process_tags
-from .session import open_session
+from .session import metric_batches, open_session
 from .target import describe_failure
 from .writer import MlflowRun, NullRun
 
@@ -87,10 +88,9 @@ def log_outcome(
     )
     if result.config["tracking"]["artifacts"] and run.run_id:
         log_artifacts(run, result.model, result.labels, result.config, title)
-        classes = class_digits(
-            LOSSES[result.model.kind].task, result.config["data"]["digits"]
-        )
-        run.log_model(result.model, example, classes)
+        data = result.config["data"]
+        classes = class_digits(LOSSES[result.model.kind].task, data["digits"])
+        run.log_model(result.model, example, classes, PIXEL_MAX / data["scale"])
 
 
 def log_artifacts(run, model, labels, config: dict, title: str) -> None:
@@ -124,6 +124,7 @@ class SweepRun:
 
     def __init__(self) -> None:
         self.client = self.run_id = None
+        self.grid: dict[str, str] = {}
 
     def open(self, tracking: DictConfig, grid: dict[str, str], folder: str) -> None:
         """Start the parent run in ``tracking``'s store, for the sweep of ``grid``
@@ -150,7 +151,7 @@ class SweepRun:
                 f"cannot start the sweep's run ({describe_failure(err)})",
                 "check the store, or set tracking.enabled=false",
             ) from None
-        self.run_id = run.info.run_id
+        self.run_id, self.grid = run.info.run_id, dict(grid)
         os.environ[PARENT_RUN_VARIABLE] = self.run_id
         for key, values in grid.items():
             self.client.log_param(self.run_id, key, values)
@@ -189,6 +190,7 @@ class SweepRun:
                             run_id, f"best_{key}", best.data.metrics[key]
                         )
             self.client.log_metric(run_id, "jobs_finished", len(children))
+            self.log_over_seeds(run_id, children)
             self.client.set_terminated(run_id, status)
         except (
             Exception
@@ -198,6 +200,46 @@ class SweepRun:
                 f"{describe_failure(err)}",
                 file=sys.stderr,
             )
+
+    def log_over_seeds(self, run_id: str, children: list) -> None:
+        """Where the grid replicates other values over ``seed``: each value's
+        final validation and test accuracy, mean over its seeds and 95% interval,
+        as ``over_seeds/<value>/<metric>_{mean,low,high}`` (and ``_seeds``)."""
+        from mlflow.entities import Metric
+
+        from ..core.stats import mean_interval
+
+        keys = [key.lstrip("+") for key in self.grid]
+        if "seed" not in keys or len(keys) < 2:
+            return
+        keys.remove("seed")
+        groups: dict[str, list] = {}
+        for child in children:
+            params = child.data.params
+            value = " ".join(f"{k.split('.')[-1]} {params.get(k)}" for k in keys)
+            groups.setdefault(value, []).append(child)
+        now = int(time.time() * 1000)
+        points = []
+        for value, runs in groups.items():
+            points.append(Metric(f"over_seeds/{value}/seeds", len(runs), now, 0))
+            for split in ("val", "test"):
+                name = f"final_{split}_accuracy"
+                found = [r.data.metrics[name] for r in runs if name in r.data.metrics]
+                if not found:
+                    continue
+                for suffix, number in zip(
+                    ("mean", "low", "high"), mean_interval(found), strict=True
+                ):
+                    points.append(
+                        Metric(
+                            f"over_seeds/{value}/{split}_accuracy_{suffix}",
+                            number,
+                            now,
+                            0,
+                        )
+                    )
+        for batch in metric_batches(points):
+            self.client.log_batch(run_id, metrics=batch)
 
     def log_curves(self, run_id: str, name: str, labelled: list) -> None:
         """``curves.png``: the finished jobs' validation curves, side by side."""

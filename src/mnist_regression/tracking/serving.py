@@ -42,21 +42,33 @@ ALIAS = "champion"
 
 
 def log_model(
-    run_id: str, model: LinearModel, example: np.ndarray, classes: list[int]
+    run_id: str,
+    model: LinearModel,
+    example: np.ndarray,
+    classes: list[int],
+    factor: float = 1.0,
 ) -> None:
-    """Log ``model`` to the run as the MLflow Model ``model``, predicting the digit
-    ``classes[c]`` for class c, with signature and input example (the tracking URI
-    must be set, as ``MlflowRun`` does)."""
+    """Log ``model`` to the run as the MLflow Model ``model``: its input, pixels in
+    [0, 1], times ``factor`` are what the model trained on (255 / data.scale); it
+    predicts the digit ``classes[c]`` for class c. With signature and input example
+    (the tracking URI must be set, as ``MlflowRun`` does)."""
     from mlflow.models import Model, infer_signature
 
     example = np.asarray(example, dtype=np.float32)
     classes = np.asarray(classes, dtype=np.int64)
-    signature = infer_signature(example, classes[model.predict(example)])
+    factor = np.float32(factor)
+    signature = infer_signature(example, classes[model.predict(example * factor)])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # MLflow asks for type hints that it cannot use for a NumPy array input
         warnings.filterwarnings("ignore", ".*Add type hints", UserWarning)
         weights = Path(tmp) / "weights.npz"
-        np.savez(weights, weights=model.weights, bias=model.bias, classes=classes)
+        np.savez(
+            weights,
+            weights=model.weights,
+            bias=model.bias,
+            classes=classes,
+            factor=factor,
+        )
         Model.log(
             artifact_path=None,
             name="model",

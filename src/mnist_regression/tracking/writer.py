@@ -75,7 +75,7 @@ class NullRun:
     def log_artifacts(self, directory: Path) -> None:
         pass
 
-    def log_model(self, model, example, classes) -> None:
+    def log_model(self, model, example, classes, factor) -> None:
         pass
 
 
@@ -238,14 +238,14 @@ class MlflowRun(NullRun):
             self._artifacts = Path(tempfile.mkdtemp(prefix="mlflow-artifacts-"))
             shutil.copytree(directory, self._artifacts, dirs_exist_ok=True)
 
-    def log_model(self, model, example, classes) -> None:
+    def log_model(self, model, example, classes, factor) -> None:
         """The run's MLflow Model (``serving``); its weights are in the outputs too."""
 
         from . import serving
 
         def write() -> None:
             with fluent_target(self.target.uri, self.experiment_id):
-                serving.log_model(self.run_id, model, example, classes)
+                serving.log_model(self.run_id, model, example, classes, factor)
 
         if not self._try(write, 0.0):
             self._warn()
