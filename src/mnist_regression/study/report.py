@@ -223,10 +223,11 @@ def comparison(
         "",
         '### What an "iteration" was',
         "",
-        "The study ran its settings for a number of iterations without saying "
-        "whether an iteration is a step on the whole training set, on one example "
-        "(its eq. 21) or on a mini-batch. The `seed_readings` stage runs each "
-        "reading with the study's settings, `experiment=seed`: "
+        "The study's text does not say whether an iteration is a step on the "
+        "whole training set, on one example (its eq. 21) or on a mini-batch; its "
+        "code shows one full-batch step. The other readings show what that choice "
+        "changes: the `seed_readings` stage runs each with the text's settings, "
+        "`experiment=seed`: "
         f"{settings(preset['logistic'].job)} for 2 vs 3, "
         f"{settings(preset['softmax'].job)} for 10 digits, batch as in the table.",
         "",
