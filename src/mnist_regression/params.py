@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .common.config import yaml_error_line
 from .common.io import atomic_write
 
 
@@ -85,7 +86,14 @@ def compose(root: Path, check_only: bool) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "params.yaml"
-        compose_params(root, fresh)
+        try:
+            compose_params(root, fresh)
+        except Exception as err:  # Hydra's and DVC's wrappers of a YAML error
+            marked = yaml_error_line(err)
+            if marked is None:
+                raise
+            print(f"error: {marked}; fix the YAML there", file=sys.stderr)
+            return 1
         diffs = differences(target, fresh)
         if check_only:
             if not diffs:

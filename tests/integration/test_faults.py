@@ -154,6 +154,7 @@ def test_a_broken_or_foreign_store_gets_one_clear_line(app, make, message):
         ("sqlite:////proc/mnist/x.db", False, "cannot write in /proc/mnist"),
         ("http://127.0.0.1:1", True, "does not answer"),
         ("silent-server", False, "did not answer within"),
+        ("garbage://x", False, "no tracking store for the scheme 'garbage'"),
     ],
 )
 def test_an_unusable_tracking_target_fails_before_training_naming_the_setting(
@@ -183,6 +184,56 @@ def test_an_unusable_tracking_target_fails_before_training_naming_the_setting(
     # checked before any training: no epoch ran, no output was written
     assert not list(tmp_path.rglob("history.csv"))
     assert "epoch" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("same", "name the same store: there is nothing to copy"),
+        ("garbage://x", "no tracking store for the scheme 'garbage'"),
+    ],
+)
+def test_a_migration_to_no_other_store_copies_nothing(app, to, message):
+    """The same store again, or a scheme MLflow cannot open: one line before
+    anything is copied, and the source keeps exactly its runs."""
+    app.launch("optimizer.max_epochs=1")
+    before = len(app.runs())
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.tracking.migrate"]
+        + ["--from", app.uri, "--to", app.uri if to == "same" else to],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+    assert len(app.runs()) == before
+
+
+def test_a_yaml_syntax_error_is_one_line_with_file_and_line(repo_copy):
+    """In conf/ (the check `dvc repro` runs first) and in params.yaml (the
+    training stages' primary config): the file, the line, the problem."""
+    conf = repo_copy / "conf" / "optimizer" / "sgd.yaml"
+    conf.write_text(conf.read_text() + "extra: [0.1\n")
+    params = repo_copy / "params.yaml"
+    params.write_text(params.read_text() + "extra: {1\n")
+    for command, broken in (
+        (["mnist_regression.params", "--check"], conf),
+        (
+            ["mnist_regression.train", "--config-dir", ".", "--config-name", "params"],
+            params,
+        ),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", *command],
+            cwd=repo_copy,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and f"{broken.name}, line " in line
+        assert str(broken.relative_to(repo_copy)) in line and "fix the YAML" in line
 
 
 # --- 2. tracking never costs a result --------------------------------------------
@@ -444,6 +495,23 @@ def test_stage_entry_points_answer_help():
     )
     assert result.returncode == 0
     assert "key=value" in result.stdout and "prepare" in result.stdout
+
+
+@pytest.mark.parametrize("content", ["", '{"run_id": "abc", "metr', "[1, 2]"])
+def test_replay_of_an_unreadable_kept_run_is_one_line(app, tmp_path, content):
+    kept = tmp_path / "results" / "0" / "mlflow-pending"
+    kept.mkdir(parents=True)
+    (kept / "run.json").write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.tracking.store", "replay"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "results/0/mlflow-pending/run.json" in line and "move it aside" in line
+    assert (kept / "run.json").read_text() == content  # left as it was
 
 
 def test_mark_killed_and_replay_commands_report_plainly(app, tmp_path):

@@ -128,6 +128,8 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
         ("optimizer.stop_when=never", "expected one of [no_new_best, rising]"),
         ("optimizer.monitor=x", "expected one of [loss, objective, scaled_objective]"),
         ("optimizer.restore_best=perhaps", "'optimizer.restore_best': Value"),
+        ("optimizer.anneal_k=inf", "'optimizer.anneal_k': must be a finite number"),
+        ("tracking.experiment=''", "'tracking.experiment': must name an MLflow"),
     ],
 )
 def test_bad_config_fails_before_training_without_traceback(app, override, message):
@@ -298,3 +300,14 @@ def test_the_seed_code_options_train_and_name_the_run(app, tmp_path):
     assert saved["best_epoch"] == saved["epochs_run"]  # the last weights kept
     with np.load(out / "weights.npz") as weights:
         np.testing.assert_array_equal(weights["bias"], 0)
+
+
+def test_a_penalty_that_holds_the_weights_at_zero_is_warned_of(app):
+    """Legal, so the run ends FINISHED, and the warning says why it learned
+    nothing."""
+    result = app.launch("optimizer.lr=auto", "model.l2=1e9", "optimizer.max_epochs=2")
+    said = result.stdout + result.stderr  # Hydra's log goes to stdout
+    assert "WARNING" in said and "model.l2=1e+09 is" in said
+    assert "expect accuracy near chance" in said
+    (record,) = app.jobs()
+    assert record.info.status == "FINISHED"

@@ -171,22 +171,42 @@ def _damage_missing(path):
     save_npz(path, arrays)
 
 
+def _damage_strings(path):
+    arrays = dict(np.load(path))
+    arrays["x_train"] = arrays["x_train"].astype(str)
+    save_npz(path, arrays)
+
+
+def _damage_labels(path):
+    arrays = dict(np.load(path))
+    arrays["t_val"][0] = 7  # a digit outside the task's two
+    save_npz(path, arrays)
+
+
+def _damage_directory(path):
+    path.unlink()
+    path.mkdir()
+
+
 @pytest.mark.parametrize(
-    ("damage", "message"),
+    ("damage", "message", "task"),
     [
-        (_damage_garbage, "unreadable"),
-        (_damage_truncate, "unreadable"),
-        (_damage_nan, "x_val holds NaN"),
-        (_damage_shape, "x_test has shape"),
-        (_damage_missing, "lacks the arrays t_train"),
+        (_damage_garbage, "unreadable", "multiclass"),
+        (_damage_truncate, "unreadable", "multiclass"),
+        (_damage_nan, "x_val holds NaN", "multiclass"),
+        (_damage_shape, "x_test has shape", "multiclass"),
+        (_damage_missing, "lacks the arrays t_train", "multiclass"),
+        (_damage_strings, "x_train holds <U", "multiclass"),
+        (_damage_labels, "t_val holds targets other than 0 and 1", "binary"),
+        (_damage_directory, "is a directory", "binary"),
     ],
 )
 def test_a_damaged_prepared_file_is_named_with_the_fix(
-    data_cfg, tmp_path, damage, message
+    data_cfg, tmp_path, damage, message, task
 ):
     prepare(data_cfg, seed=0)
-    path = tmp_path / "prepared" / "multiclass.npz"
+    path = tmp_path / "prepared" / f"{task}.npz"
     damage(path)
     with pytest.raises(DataError, match=message) as err:
-        load_task(tmp_path / "prepared", "multiclass")
+        load_task(tmp_path / "prepared", task)
     assert str(path) in str(err.value) and "dvc repro prepare" in str(err.value)

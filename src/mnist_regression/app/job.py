@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..common import cli
-from ..common.config import train_config
+from ..common.config import check_yaml, train_config
 from ..common.errors import ConfigError, UserError
 from ..core.training import DivergenceError
 from ..tracking import provenance
@@ -103,14 +103,27 @@ def entry_point(main) -> None:
     """Hydra's ``main`` with the sweep guard registered and signal handling set up."""
     sys.argv[1:] = with_override(sys.argv[1:], SWEEP_GUARD)
     cli.install_signal_handlers(forward=forward_to_workers)
-    cli.main_guard(hydra_usage(main), cleanup=close_sweep)
+    cli.main_guard(hydra_usage(main, config_files(sys.argv[1:])), cleanup=close_sweep)
 
 
-def hydra_usage(app):
+def config_files(argv: list[str]) -> list[Path]:
+    """The YAML files Hydra will read: conf/, and the primary config a command
+    line names with --config-dir/--config-name (DVC's params.yaml)."""
+    files = sorted(provenance.CONF.rglob("*.yaml"))
+    if "--config-name" in argv and "--config-dir" in argv:
+        folder = Path(argv[argv.index("--config-dir") + 1])
+        name = argv[argv.index("--config-name") + 1]
+        files.append(folder / f"{name.removesuffix('.yaml')}.yaml")
+    return [f for f in files if f.is_file()]
+
+
+def hydra_usage(app, files: list[Path] = ()):
     """``app`` with Hydra's refusals of its command line (a ValueError raised by
-    Hydra itself, e.g. ``-m`` with ``--cfg``) turned into one line."""
+    Hydra itself, e.g. ``-m`` with ``--cfg``) turned into one line, and the YAML
+    ``files`` it reads checked first."""
 
     def checked() -> None:
+        check_yaml(files)
         try:
             app()
         except ValueError as err:

@@ -17,7 +17,7 @@ from ..common.cli import check_stop
 from ..common.config import AUTO_RATE
 from ..common.io import save_json, save_npz, sha256_of
 from ..core.losses import TASKS
-from ..core.models import LinearModel
+from ..core.models import LinearModel, curvature_at_zero
 from ..core.objective import Objective
 from ..core.training import (
     SPLITS,
@@ -114,12 +114,33 @@ def set_up(cfg: DictConfig) -> Setup:
     objective = Objective.of(kind, cfg.model.l2, cfg.model.bias.value)
     schedule = Schedule(**OmegaConf.to_container(cfg.optimizer, enum_to_str=True))
     schedule = with_stable_rate(schedule, data, objective)
+    warn_if_penalty_dominates(data, kind, objective.l2)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if cfg.optimizer.lr == AUTO_RATE:  # logged and saved: the rate used
         log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
         resolved["optimizer"]["lr"] = schedule.lr
     labels = class_labels(cfg, kind, data.n_classes)
     return Setup(kind, task, arrays, data, model, objective, schedule, labels, resolved)
+
+
+# A penalty this many times the data loss's curvature at w = 0 holds the weights
+# so close to 0 that the run learns next to nothing: legal, and worth a warning.
+DOMINANT_PENALTY = 100.0
+
+
+def warn_if_penalty_dominates(data: Dataset, kind: str, l2: float) -> None:
+    if l2 <= 0:
+        return
+    curvature = curvature_at_zero(data.x["train"], kind, data.n_classes)
+    if l2 > DOMINANT_PENALTY * curvature:
+        log.warning(
+            "model.l2=%g is %.0f times the curvature of the data loss at w = 0 "
+            "(L = %.3g): the penalty holds the weights near 0, so expect accuracy "
+            "near chance; lower model.l2",
+            l2,
+            l2 / curvature,
+            curvature,
+        )
 
 
 def scaled(arrays: dict, scale: float) -> dict:

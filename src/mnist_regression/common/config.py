@@ -7,12 +7,14 @@ type cannot express live in the ``check_*`` functions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -265,6 +267,18 @@ def check_training(cfg: DictConfig) -> None:
         f"must be > 0, or {AUTO_RATE} (1 / (L + model.l2), a stable rate), got {lr}",
     )
     require(cfg.model.l2 >= 0, "model.l2", f"must be >= 0, got {cfg.model.l2}")
+    for key, value in (
+        ("optimizer.lr", lr if number else 1.0),
+        ("optimizer.anneal_k", opt.anneal_k),
+        ("model.l2", cfg.model.l2),
+        ("data.scale", cfg.data.scale),
+    ):
+        require(math.isfinite(value), key, f"must be a finite number, got {value}")
+    require(
+        bool(str(cfg.tracking.experiment).strip()),
+        "tracking.experiment",
+        "must name an MLflow experiment, got an empty name",
+    )
     require(
         cfg.data.scale > 0,
         "data.scale",
@@ -338,3 +352,30 @@ def data_section(cfg: DictConfig) -> DictConfig:
     data = structured(DataConfig, cfg.data, "data")
     check_data(data)
     return data
+
+
+def yaml_error_line(err: BaseException) -> str | None:
+    """A YAML syntax error anywhere in ``err``'s chain, as "file, line L,
+    column C: problem"; None if there is none."""
+    while err is not None:
+        if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+            mark = err.problem_mark
+            context = f" ({err.context})" if err.context else ""
+            return (
+                f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: "
+                f"{err.problem}{context}"
+            )
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def check_yaml(paths) -> None:
+    """Raise ConfigError naming the file and line of the first YAML syntax error
+    among ``paths``, before Hydra would report it with its stack."""
+    for path in paths:
+        try:
+            with open(path) as handle:  # a stream: the error names the file
+                yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            where = yaml_error_line(err) or f"{path}: {err}"
+            raise ConfigError(f"{where}; fix the YAML there") from None

@@ -191,9 +191,11 @@ def check_prepared_settings(cfg: DictConfig, seed: int) -> None:
 def load_task(prepared_dir: str | Path, task: str) -> dict[str, np.ndarray]:
     """The arrays of one prepared task, checked: names, shapes, finite pixels."""
     path = Path(prepared_dir) / f"{task}.npz"
+    fix = "run `dvc repro prepare --force` to write it again"
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is a directory, not a prepared data file: {fix}")
     if not path.is_file():
         raise MissingInputError(f"{path} not found: run `dvc repro prepare` first")
-    fix = "run `dvc repro prepare --force` to write it again"
     try:
         with np.load(path) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -217,7 +219,11 @@ def load_task(prepared_dir: str | Path, task: str) -> dict[str, np.ndarray]:
             )
         if len(t) == 0:
             raise DataError(f"{path}: the {split} split is empty: {fix}")
-        if x.dtype.kind != "f" or not np.isfinite(x).all():
+        if x.dtype.kind != "f":
+            raise DataError(
+                f"{path}: x_{split} holds {x.dtype} values, not float pixels: {fix}"
+            )
+        if not np.isfinite(x).all():
             raise DataError(f"{path}: x_{split} holds NaN or infinite pixels: {fix}")
         if x.min() < 0 or x.max() > 1:
             raise DataError(
@@ -226,4 +232,9 @@ def load_task(prepared_dir: str | Path, task: str) -> dict[str, np.ndarray]:
             )
         if t.dtype.kind not in "iu" or t.min() < 0:
             raise DataError(f"{path}: t_{split} is not a class index: {fix}")
+        if task == "binary" and t.max() > 1:
+            raise DataError(
+                f"{path}: t_{split} holds targets other than 0 and 1 (up to "
+                f"{t.max()}), labels outside the two digits of the task: {fix}"
+            )
     return arrays

@@ -19,8 +19,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..common.errors import UserError
 from .session import log_params, metric_batches
-from .target import Target, default_target, describe_failure, prepare_target
+from .target import (
+    Target,
+    default_target,
+    describe_failure,
+    prepare_target,
+    same_store,
+)
 
 MIGRATED_FROM = "migrated_from"
 PARENT = "mlflow.parentRunId"
@@ -247,6 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> None:
         source = Target(args.source, "--from") if args.source else default_target()
         target = Target(args.to, "--to")
+        if same_store(source, target):
+            raise UserError(
+                f"--from {source.uri} and --to {args.to} name the same store: there "
+                "is nothing to copy; name another store with --to"
+            )
         prepare_target(source)
         prepare_target(target)
         print(f"copying {args.experiment!r} from {source.uri} to {target.uri}")

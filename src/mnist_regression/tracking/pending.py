@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import DataError
 from ..common.io import save_json
 from .session import log_params, metric_batches, open_session
 from .target import Target
@@ -42,12 +43,30 @@ def pending_folders(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def read_record(path: Path) -> dict:
+    """A kept run's ``run.json``; DataError naming the file if it cannot be read
+    (empty, cut short, or not what a run keeps)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(
+            f"{path} cannot be read ({err}): it holds no replayable run; move it "
+            "aside and replay the other folders"
+        ) from None
+    if not isinstance(record, dict) or "uri" not in record:
+        raise DataError(
+            f"{path} is not a kept run (no 'uri' recorded): move it aside and "
+            "replay the other folders"
+        )
+    return record
+
+
 def replay(pending: Path, uri: str | None = None) -> str:
     """Write one ``mlflow-pending`` folder into its store; remove it on success."""
     from mlflow.entities import Metric, RunTag
     from mlflow.exceptions import MlflowException
 
-    record = json.loads((pending / "run.json").read_text())
+    record = read_record(pending / "run.json")
     target = (
         Target(uri, "--uri") if uri else Target(record["uri"], "recorded in run.json")
     )

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from ..common.cli import main_guard
-from ..common.errors import UserError
+from ..common.errors import DataError, UserError
 from .liveness import mark_stale_runs
 from .pending import pending_folders, replay
 from .session import open_session
@@ -109,8 +109,15 @@ def main(argv: list[str] | None = None) -> None:
             folders = pending_folders(p for p in roots if p.exists())
             if not folders:
                 print("nothing to replay: no mlflow-pending folder found")
+            unreadable = []
             for folder in folders:
-                print(replay(folder, args.uri))
+                try:
+                    print(replay(folder, args.uri))
+                except DataError as err:  # this folder only: replay the others
+                    print(f"error: {err}", file=sys.stderr)
+                    unreadable.append(folder)
+            if unreadable:
+                raise SystemExit(1)
             return
         target = resolve_target(args.uri)
         if args.command == "ui":

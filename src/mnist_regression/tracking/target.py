@@ -99,10 +99,42 @@ def prepare_target(target: Target) -> None:
     for name, value in HTTP_ENV.items():
         os.environ.setdefault(name, value)
     quiet_mlflow_logs()
+    check_scheme(target)
     if target.sqlite_path is not None:
         ensure_sqlite_store(target, target.sqlite_path)
     elif target.uri.startswith(("http://", "https://")):
         check_server(target)
+
+
+def check_scheme(target: Target) -> None:
+    """A URI whose scheme MLflow has no store for fails here, before any work."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    try:
+        _tracking_store_registry.get_store_builder(target.uri)
+    except Exception:  # MLflow's "unsupported URI" exceptions
+        scheme = target.uri.split(":", 1)[0]
+        raise target.fail(
+            f"MLflow has no tracking store for the scheme {scheme!r}",
+            "use sqlite:///<file>, http(s)://<host>:<port> or "
+            "postgresql://<user>@<host>/<database>",
+        ) from None
+
+
+def same_store(a: Target, b: Target) -> bool:
+    """Whether two targets name the same store (one SQLite file, or one server
+    or database at the same address)."""
+    if a.sqlite_path is not None and b.sqlite_path is not None:
+        return a.sqlite_path.resolve() == b.sqlite_path.resolve()
+    from urllib.parse import urlsplit
+
+    left, right = urlsplit(a.uri.rstrip("/")), urlsplit(b.uri.rstrip("/"))
+    return (left.scheme, left.hostname, left.port, left.path) == (
+        right.scheme,
+        right.hostname,
+        right.port,
+        right.path,
+    )
 
 
 # --- SQLite -------------------------------------------------------------------
