@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from .common.config import yaml_error_line
+from .common.config import PARAMS_FILE, load_params, train_config, yaml_error_line
+from .common.errors import ConfigError
 from .common.io import atomic_write
 
 
@@ -71,10 +72,25 @@ def main() -> int:
     )
     args = parser.parse_args()
     status = compose(Path.cwd(), check_only=args.check)
+    if status == 0 and args.check:
+        status = validate(Path.cwd() / PARAMS_FILE)
     if status == 0 and args.check and args.stamp:
         with atomic_write(args.stamp, "w") as handle:
             handle.write("params.yaml agrees with conf/\n")
     return status
+
+
+def validate(path: Path) -> int:
+    """Type and range checks of params.yaml for each model, as each training
+    job will run them: a wrong value (a `dvc exp run -S` too) stops the pipeline
+    at its first stage, before any training starts."""
+    for model in ("logistic", "softmax"):
+        try:
+            train_config(load_params(path, [f"model.name={model}"]))
+        except ConfigError as err:
+            print(f"error: {path.name}: {err}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def compose(root: Path, check_only: bool) -> int:

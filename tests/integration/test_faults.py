@@ -9,6 +9,7 @@ store that still works.
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -25,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_regression.data.download import MNIST_SHA256
 
-from .conftest import HANG, REPO_ROOT, run, runs_of, wait_for  # noqa: F401
+from .conftest import BIN, HANG, REPO_ROOT, run, runs_of, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -236,6 +237,52 @@ def test_a_yaml_syntax_error_is_one_line_with_file_and_line(repo_copy):
         assert str(broken.relative_to(repo_copy)) in line and "fix the YAML" in line
 
 
+def test_a_wrong_value_of_an_experiment_stops_before_any_training(repo_copy):
+    """`dvc exp run -S optimizer.lr=-1`: the pipeline's first stage checks
+    params.yaml as the jobs will, so no training stage starts."""
+    result = subprocess.run(
+        [str(BIN / "dvc"), "exp", "run", "-S", "optimizer.lr=-1"],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "error: params.yaml: config key 'optimizer.lr': must be > 0" in said
+    assert (
+        "Running stage 'train@" not in said and "Running stage 'download'" not in said
+    )
+
+
+def test_a_run_waits_for_a_living_creator_of_the_store(app, tmp_path):
+    """Another process holds the store's creation lock (as one creating it on a
+    slow machine would): the run waits, says so, and goes on once it is free,
+    however long that took."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from filelock import FileLock; "
+            f"lock = FileLock({str(app.db) + '.lock'!r}); lock.acquire(); "
+            "print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        run = app.start("optimizer.max_epochs=1", stderr=stderr)
+        wait_for(lambda: "waiting for it to finish" in log.read_text(), "the note", run)
+        assert run.poll() is None  # still waiting, not failed
+        holder.stdin.close()  # the creator finishes
+        holder.wait()
+        assert run.wait() == 0, log.read_text()
+    assert len(app.jobs()) == 1
+
+
 # --- 2. tracking never costs a result --------------------------------------------
 
 
@@ -383,6 +430,47 @@ def test_sigterm_to_a_sweep_stops_its_workers(app):
         assert not psutil.pid_exists(int(record.data.tags["pid"]))
 
 
+def test_a_killed_dvc_repro_takes_its_stage_with_it(app, tmp_path):
+    """`kill -9` of `dvc repro` while its training stage runs a sweep: the
+    stage's processes see their parent gone and end, their runs KILLED, instead
+    of training on as orphans."""
+    command = app.command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    command += ["model.l2=0,0.1,1,10", *LONG]
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for step in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(step, cwd=project, check=True, env=env)
+    stage = {"stages": {"train": {"cmd": shlex.join(command)}}}
+    (project / "dvc.yaml").write_text(json.dumps(stage))
+    dvc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the stage is not in its group: only dvc dies
+    )
+    wait_for(
+        lambda: len([r for r in app.jobs() if r.info.status == "RUNNING"]) == 2,
+        "two jobs to run",
+        dvc,
+    )
+    dvc.kill()
+    dvc.wait()
+    wait_for(
+        lambda: app.jobs() and all(r.info.status != "RUNNING" for r in app.jobs()),
+        "the orphaned jobs to end",
+    )
+    records = app.jobs()
+    assert {r.info.status for r in records} == {"KILLED"}
+    for record in records:
+        wait_for(
+            lambda pid=int(record.data.tags["pid"]): not psutil.pid_exists(pid),
+            "the job's process to exit",
+        )
+
+
 # --- 4. outputs --------------------------------------------------------------------
 
 
@@ -484,6 +572,25 @@ def test_stage_entry_points_refuse_unknown_arguments(args, message):
         assert result.returncode == 1, (stage, result.stderr)
         (line,) = result.stderr.strip().splitlines()
         assert message in line, stage
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["seed=-1", "data.val_split=random"], "config key 'seed': must be >= 0"),
+        (["data.prepared_dir=/proc/x"], "'data.prepared_dir': cannot create /proc/x"),
+    ],
+)
+def test_prepare_refuses_bad_values_in_one_line(args, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.stages.prepare", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
 
 
 def test_stage_entry_points_answer_help():

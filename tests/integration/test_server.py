@@ -29,9 +29,20 @@ ADMIN_PASSWORD = "admin-password-for-the-test"
 USERS = {"alice": "alice-password", "bob": "bob-password"}
 
 
+DB_PASSWORD = "database-password-for-the-test"
+
+
 def as_postgres(*command: str) -> None:
     subprocess.run(
-        ["runuser", "-u", "postgres", "--", *command],
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "env",
+            f"PGPASSWORD={DB_PASSWORD}",
+            *command,
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -39,9 +50,10 @@ def as_postgres(*command: str) -> None:
 
 
 @pytest.fixture
-def postgres():
-    """A PostgreSQL cluster of its own on 127.0.0.1: yields the URI prefix of its
-    databases ``mlflow`` and ``mlflow_auth``."""
+def postgres(tmp_path, monkeypatch):
+    """A PostgreSQL cluster of its own on 127.0.0.1 that asks for a password,
+    given to clients as a user would, in a 0600 PGPASSFILE: yields the URI
+    prefix (no password in it) of its databases ``mlflow`` and ``mlflow_auth``."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found or os.geteuid() != 0 or shutil.which("runuser") is None:
         pytest.fail(
@@ -54,9 +66,23 @@ def postgres():
     data = home / "data"
     shutil.chown(home, "postgres", "postgres")
     port = free_port()
+    secret = home / "password"
+    secret.write_text(DB_PASSWORD)
+    shutil.chown(secret, "postgres", "postgres")
     as_postgres(
-        str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-A",
+        "scram-sha-256",
+        "-U",
+        "postgres",
+        f"--pwfile={secret}",
     )
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:*:*:postgres:{DB_PASSWORD}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1"
     log = str(home / "server.log")  # also keeps the server off the test's pipes
     as_postgres(
@@ -144,6 +170,29 @@ def client_as(url: str, user: str, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", USERS[user])
     return MlflowClient(url)
+
+
+def test_no_process_shows_a_password_and_no_secret_file_outlives_the_server(
+    served, tmp_path
+):
+    """``ps`` on the server's machine: neither the database's nor the admin's
+    password on any command line; the basic-auth file gone once it stops."""
+    import psutil
+
+    shown = []
+    for process in psutil.process_iter(["cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if DB_PASSWORD in line or ADMIN_PASSWORD in line:
+            shown.append(line)
+    assert not shown
+    settings = [
+        Path(p.environ()["MLFLOW_AUTH_CONFIG_PATH"])
+        for p in psutil.Process(served.process.pid).children(recursive=True)
+        if "MLFLOW_AUTH_CONFIG_PATH" in p.environ()
+    ]
+    assert settings and all(oct(f.stat().st_mode)[-3:] == "600" for f in settings)
+    served.stop()
+    assert not any(f.exists() for f in settings)
 
 
 def test_the_server_refuses_anonymous_clients(server):

@@ -130,6 +130,12 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
         ("optimizer.restore_best=perhaps", "'optimizer.restore_best': Value"),
         ("optimizer.anneal_k=inf", "'optimizer.anneal_k': must be a finite number"),
         ("tracking.experiment=''", "'tracking.experiment': must name an MLflow"),
+        ("output_dir=/proc/out", "'output_dir': cannot write in /proc/out"),
+        (
+            "tracking.uri=http://alice:secret@127.0.0.1:1",
+            "'tracking.uri': holds a password",
+        ),
+        ("output_dir=/etc/hostname", "'output_dir': /etc/hostname is a file"),
     ],
 )
 def test_bad_config_fails_before_training_without_traceback(app, override, message):

@@ -41,3 +41,24 @@ def test_an_unreadable_password_file_is_named(tmp_path):
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert str(tmp_path / "missing") in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize("option", ["--backend-store-uri", "--auth-db"])
+def test_a_database_password_on_the_command_line_is_refused(tmp_path, option):
+    uris = {
+        "--backend-store-uri": "postgresql+psycopg://u@127.0.0.1:1/db",
+        "--auth-db": "postgresql+psycopg://u@127.0.0.1:1/auth",
+    }
+    uris[option] = "postgresql+psycopg://u:secret@127.0.0.1:1/db"
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_regression.tracking.server"]
+        + [arg for pair in uris.items() for arg in pair]
+        + ["--artifacts-destination", str(tmp_path)],
+        env={**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert option in line and "PGPASSFILE" in line and "secret" not in line

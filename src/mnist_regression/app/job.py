@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -37,6 +39,36 @@ def output_dir(cfg: DictConfig, hydra_cfg, multirun: bool) -> Path:
     return directory / str(hydra_cfg.job.num) if multirun else directory
 
 
+# Less free space than this where a run writes its outputs stops it before it
+# trains (its weights, history and metrics take well under a megabyte).
+MIN_FREE_BYTES = 16 << 20
+
+
+def check_writable(directory: Path) -> None:
+    """The output folder can be created and written, with room to spare; else
+    one line naming output_dir, before any training."""
+    fix = "point output_dir at a writable folder with free space"
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(
+            f"config key 'output_dir': {directory} is a file, not a folder; {fix}"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".write-probe-"):
+            pass
+        free = shutil.disk_usage(directory).free
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(
+            f"config key 'output_dir': cannot write in {directory} ({reason}); {fix}"
+        ) from None
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"config key 'output_dir': {directory} has only {free >> 10} KiB free; "
+            f"{fix}"
+        )
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """The body of the Hydra app: train one configuration; the final validation
     loss (what a Hydra sweeper minimises), or None for a diverged sweep job."""
@@ -56,6 +88,7 @@ def run_job(cfg: DictConfig) -> float | None:
             cfg.progress = False
         run_name = provenance.run_name(cfg)
         out = output_dir(cfg, hydra_cfg, multirun)
+        check_writable(out)
         result = run_training(cfg, out, run_name, run_name, tags)
     except DivergenceError as err:
         cli.print_error(err)
@@ -103,6 +136,8 @@ def entry_point(main) -> None:
     """Hydra's ``main`` with the sweep guard registered and signal handling set up."""
     sys.argv[1:] = with_override(sys.argv[1:], SWEEP_GUARD)
     cli.install_signal_handlers(forward=forward_to_workers)
+    if os.environ.get("DVC_STAGE"):  # a stage of dvc repro / dvc exp run
+        cli.end_with_parent()
     cli.main_guard(hydra_usage(main, config_files(sys.argv[1:])), cleanup=close_sweep)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from ..common.cli import check_stop
 from ..common.config import AUTO_RATE
+from ..common.errors import DataError
 from ..common.io import save_json, save_npz, sha256_of
 from ..core.losses import TASKS
 from ..core.models import LinearModel, curvature_at_zero
@@ -198,7 +200,16 @@ def run_training(
         result = RunResult(
             setup.model, history, final, setup.labels, run.run_id, setup.resolved
         )
-        weights_sha256 = save_results(result, out_dir, label)
+        try:
+            weights_sha256 = save_results(result, out_dir, label)
+        except OSError as err:  # a disk that filled during the run, say
+            kept = Path(tempfile.mkdtemp(prefix="mnist-regression-outputs-"))
+            save_results(result, kept, label)
+            raise DataError(
+                f"cannot write the outputs to {out_dir} ({err.strerror or err}); "
+                f"the weights, history and metrics are kept in {kept}: copy them "
+                "there once the folder is writable again"
+            ) from None
         example = setup.arrays["x_test"][:5]  # pixels in [0, 1], whatever data.scale
         run_log.log_outcome(run, result, seconds, name, example, weights_sha256)
     return result

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -274,6 +275,12 @@ def check_training(cfg: DictConfig) -> None:
         ("data.scale", cfg.data.scale),
     ):
         require(math.isfinite(value), key, f"must be a finite number, got {value}")
+    require(
+        not urlsplit(cfg.tracking.uri or "").password,
+        "tracking.uri",
+        "holds a password, which would be recorded with every run: give it in "
+        "MLFLOW_TRACKING_PASSWORD (a server) or PGPASSFILE (a database) instead",
+    )
     require(
         bool(str(cfg.tracking.experiment).strip()),
         "tracking.experiment",

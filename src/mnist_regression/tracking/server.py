@@ -1,7 +1,9 @@
 """A team's MLflow tracking server: runs in PostgreSQL, users by MLflow's basic-auth.
 
-Command line (the admin password never on the command line or in git)::
+Command line (no password on any command line, where every local user reads it
+with ``ps``, nor in git)::
 
+    export PGPASSFILE=~/.pgpass   # host:port:database:user:password, mode 0600
     MLFLOW_AUTH_ADMIN_PASSWORD=... python -m mnist_regression.tracking.server \\
         --backend-store-uri postgresql+psycopg://mlflow@db-host/mlflow \\
         --auth-db postgresql+psycopg://mlflow@db-host/mlflow_auth \\
@@ -10,7 +12,12 @@ Command line (the admin password never on the command line or in git)::
 
 It becomes ``mlflow server --app-name basic-auth`` with artifacts served through
 the server (clients need no storage credentials) and MLflow's job workers off.
-Users and permissions live in ``--auth-db``; the admin, created on the first
+The database URIs carry no password: PostgreSQL's client takes it from
+``PGPASSFILE`` (or ``PGPASSWORD`` in the environment); a URI with one is refused.
+The runs' database reaches ``mlflow server`` through its environment
+(``MLFLOW_BACKEND_STORE_URI``), the basic-auth settings through a 0600 file that
+is removed when the server stops. Users and permissions live in ``--auth-db``;
+the admin, created on the first
 start, adds users (``mlflow.server.get_app_client("basic-auth", ...)``). Clients
 switch with ``MLFLOW_TRACKING_URI=http://HOST:PORT`` and log in with
 ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
@@ -22,6 +29,7 @@ import argparse
 import configparser
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +52,19 @@ def auth_config(auth_db: str, default_permission: str) -> Path:
     with os.fdopen(handle, "w") as out:
         config.write(out)
     return Path(name)
+
+
+def without_password(uri: str, option: str) -> str:
+    """``uri`` if it carries no password; else ConfigError saying how to give it."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(uri).password:
+        raise ConfigError(
+            f"{option} holds a password, which every local user can read in the "
+            "process list: remove it from the URI and give it to PostgreSQL's "
+            "client with PGPASSFILE (a 0600 file) or PGPASSWORD in the environment"
+        )
+    return uri
 
 
 def admin_password(file: Path | None) -> str:
@@ -72,8 +93,6 @@ def command(args: argparse.Namespace) -> list[str]:
         "server",
         "--app-name",
         "basic-auth",
-        "--backend-store-uri",
-        args.backend_store_uri,
         "--artifacts-destination",
         args.artifacts_destination,
         "--serve-artifacts",
@@ -116,22 +135,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--admin-password-file", type=Path)
     args = parser.parse_args(argv)
 
+    settings: list[Path] = []
+
     def run() -> None:
+        backend = without_password(args.backend_store_uri, "--backend-store-uri")
+        auth_db = without_password(args.auth_db, "--auth-db")
         password = admin_password(args.admin_password_file)
+        settings.append(auth_config(auth_db, args.default_permission))
         env = {
             **os.environ,
             PASSWORD_ENV: password,
-            "MLFLOW_AUTH_CONFIG_PATH": str(
-                auth_config(args.auth_db, args.default_permission)
-            ),
+            "MLFLOW_AUTH_CONFIG_PATH": str(settings[0]),
+            "MLFLOW_BACKEND_STORE_URI": backend,
         }
         # without this, mlflow server starts a pool of job workers
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
         print(f"MLflow server for http://{args.host}:{args.port}", flush=True)
-        os.execve(sys.executable, command(args), env)
+        server = subprocess.Popen(command(args), env=env)
+        try:
+            status = server.wait()
+        finally:  # Ctrl-C or SIGTERM: stop the server, then clean up
+            if server.poll() is None:
+                server.terminate()
+                server.wait()
+        if status != 0:
+            raise ConfigError(f"mlflow server stopped (exit status {status})")
 
-    main_guard(run)
+    def clean_up() -> None:
+        for path in settings:
+            path.unlink(missing_ok=True)
+
+    main_guard(run, cleanup=clean_up)
 
 
 if __name__ == "__main__":

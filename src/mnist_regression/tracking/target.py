@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 from ..common.cli import check_stop
 from ..common.errors import StoreError
 
-LOCK_SECONDS = 10.0  # longest wait for the store's creation lock
+LOCK_SECONDS = 10.0  # how often a wait for the store's creation lock looks again
 HEALTH_SECONDS = 5.0  # connect and read timeouts of a server's health check
 # MLflow's own HTTP client retries 7 times with backoff (about 4 minutes) by
 # default; the run keeps what fails and retries it itself.
@@ -151,15 +151,27 @@ def ensure_sqlite_store(target: Target, db: Path) -> None:
             pass
     except OSError as err:
         raise target.fail(f"cannot write in {folder} ({err.strerror})", fix) from None
-    lock = FileLock(f"{db}.lock", timeout=LOCK_SECONDS)
+    # An flock: the system releases it when its holder dies, so a held lock
+    # means a living process is creating or repairing the store: wait for it.
+    lock = FileLock(f"{db}.lock")
+    waited = 0.0
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_SECONDS)
+            break
+        except Timeout:
+            check_stop()
+            waited += LOCK_SECONDS
+            if waited == LOCK_SECONDS:
+                print(
+                    f"note: another process is creating {db} (it holds {db}.lock); "
+                    "waiting for it to finish",
+                    file=sys.stderr,
+                )
     try:
-        with lock:
-            _ensure_locked(target, db)
-    except Timeout:
-        raise target.fail(
-            f"another process has held {db}.lock for {LOCK_SECONDS:g} s",
-            "wait for it to finish, or remove the lock file if no run is active",
-        ) from None
+        _ensure_locked(target, db)
+    finally:
+        lock.release()
 
 
 def adopt_old_default(db: Path) -> None:
@@ -168,7 +180,7 @@ def adopt_old_default(db: Path) -> None:
     old = db.parent / OLD_DEFAULT
     if db.exists() or not old.exists():
         return
-    with FileLock(f"{old}.lock", timeout=LOCK_SECONDS):
+    with FileLock(f"{old}.lock"):  # an flock: released if its holder dies
         if old.exists() and not db.exists():
             os.replace(old, db)
             print(f"note: moved the study's store {old} to {db}", file=sys.stderr)
