@@ -255,3 +255,45 @@ def healthy(url: str) -> bool:
         return requests.get(f"{url}/health", timeout=10).ok
     except requests.RequestException:  # not up yet, or too busy to answer now
         return False
+
+
+def store_contents(client, experiment_id: str) -> dict:
+    """Everything a run holds, keyed by run name; ids mapped to run names."""
+    runs = client.search_runs([experiment_id])
+    names = {r.info.run_id: r.info.run_name for r in runs}
+    found = {}
+    for run in runs:
+        tags = {
+            k: names.get(v, v) for k, v in run.data.tags.items() if k != "migrated_from"
+        }
+        histories = {
+            key: [
+                (m.step, m.timestamp, m.value)
+                for m in client.get_metric_history(run.info.run_id, key)
+            ]
+            for key in run.data.metrics
+        }
+        artifacts = sorted(
+            f.path
+            for top in client.list_artifacts(run.info.run_id)
+            for f in (
+                [top]
+                if not top.is_dir
+                else client.list_artifacts(run.info.run_id, top.path)
+            )
+        )
+        models = client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
+        found[run.info.run_name] = {
+            "status": run.info.status,
+            "times": (run.info.start_time, run.info.end_time),
+            "params": run.data.params,
+            "tags": tags,
+            "histories": histories,
+            "datasets": [d.dataset.digest for d in run.inputs.dataset_inputs],
+            "artifacts": artifacts,
+            "models": [(m.name, str(m.status)) for m in models],
+            "outputs": len(run.outputs.model_outputs) if run.outputs else 0,
+        }
+    return found

@@ -26,7 +26,15 @@ from mlflow.tracking import MlflowClient
 
 from mnist_regression.data.download import MNIST_SHA256
 
-from .conftest import BIN, HANG, REPO_ROOT, run, runs_of, wait_for  # noqa: F401
+from .conftest import (  # noqa: F401
+    BIN,
+    HANG,
+    REPO_ROOT,
+    run,
+    runs_of,
+    store_contents,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -170,7 +178,7 @@ def test_an_unusable_tracking_target_fails_before_training_naming_the_setting(
     overrides = ["optimizer.max_epochs=2"]
     command = app.command(*overrides)
     command = [c for c in command if not c.startswith("tracking.uri=")]
-    environ = dict(os.environ)
+    environ = {**os.environ, "MNIST_REGRESSION_SERVER_WAIT": "2"}  # silent-server
     if env:
         environ["MLFLOW_TRACKING_URI"] = uri
     else:
@@ -281,6 +289,69 @@ def test_a_run_waits_for_a_living_creator_of_the_store(app, tmp_path):
         holder.wait()
         assert run.wait() == 0, log.read_text()
     assert len(app.jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "calls"),
+    [
+        ("set_terminated", 2),  # the second run's copy half-made, still RUNNING
+        ("log_model_artifacts", 1),  # a logged model without its artifacts
+        ("set_registered_model_alias", 1),  # versions made, the alias not yet
+    ],
+)
+def test_an_interrupted_migration_completes_when_repeated(
+    app, tmp_path, monkeypatch, method, calls
+):
+    """Stopped by Ctrl-C at one of its steps, then run again: the target holds
+    each run once, complete, with its models and the champion's alias, and a
+    sweep's best_run_id names the copy of its best job."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_regression.tracking.migrate import migrate
+
+    app.launch("-m", "model.l2=0,0.01", "optimizer.max_epochs=2")
+    source = app.client
+    experiment = source.get_experiment_by_name("mnist-regression").experiment_id
+    best = next(r for r in source.search_runs([experiment]) if r.inputs.dataset_inputs)
+    source.create_registered_model("m")
+    made = source.create_model_version(
+        "m", f"runs:/{best.info.run_id}/model", run_id=best.info.run_id
+    )
+    source.set_registered_model_alias("m", "champion", made.version)
+    target_uri = f"sqlite:///{tmp_path / 'team.db'}"
+
+    real = getattr(MlflowClient, method)
+    seen = []
+
+    def interrupted(self, *args, **kwargs):
+        seen.append(method)
+        if len(seen) == calls:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, method, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            migrate(app.uri, target_uri, "mnist-regression")
+    migrate(app.uri, target_uri, "mnist-regression")
+
+    target = MlflowClient(target_uri)
+    moved = target.get_experiment_by_name("mnist-regression").experiment_id
+    before, after = store_contents(source, experiment), store_contents(target, moved)
+    assert set(after) == set(before)  # each run once: no half copy beside it
+    for name, contents in before.items():
+        for what, value in contents.items():
+            assert after[name][what] == value, (name, what)
+    copies = target.search_runs([moved])
+    assert len(copies) == len(before)
+    assert all("migrating_from" not in r.data.tags for r in copies)
+    assert target.get_model_version_by_alias("m", "champion").run_id in {
+        r.info.run_id for r in copies
+    }
+    for model in target.search_logged_models([moved]):
+        assert target.list_logged_model_artifacts(model.model_id)
+    (parent,) = [r for r in copies if "sweep_grid" in r.data.tags]
+    assert parent.data.tags["best_run_id"] in {r.info.run_id for r in copies}
 
 
 # --- 2. tracking never costs a result --------------------------------------------

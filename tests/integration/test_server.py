@@ -21,7 +21,7 @@ import requests
 
 from mnist_regression.data.prepare import load_task
 
-from .conftest import HANG, end_group, free_port, healthy, wait_for
+from .conftest import HANG, end_group, free_port, healthy, store_contents, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 
@@ -350,7 +350,6 @@ def test_the_sqlite_store_moves_to_the_server_whole(app, server, monkeypatch):
     store to the server: both sides hold the same runs, parameters, tags, metric
     histories, dataset inputs, artifacts, logged models and registered versions;
     a second run of the command copies nothing twice."""
-    from mlflow.tracking import MlflowClient
 
     app.launch("-m", "model.l2=0,0.01", "optimizer.max_epochs=3")
     source = app.client
@@ -382,50 +381,8 @@ def test_the_sqlite_store_moves_to_the_server_whole(app, server, monkeypatch):
     target = client_as(server, "alice", monkeypatch)
     moved = target.get_experiment_by_name("mnist-regression").experiment_id
 
-    def described(client: MlflowClient, experiment_id: str) -> dict:
-        """Everything a run holds, keyed by run name; ids mapped to run names."""
-        runs = client.search_runs([experiment_id])
-        names = {r.info.run_id: r.info.run_name for r in runs}
-        found = {}
-        for run in runs:
-            tags = {
-                k: names.get(v, v)
-                for k, v in run.data.tags.items()
-                if k != "migrated_from"
-            }
-            histories = {
-                key: [
-                    (m.step, m.timestamp, m.value)
-                    for m in client.get_metric_history(run.info.run_id, key)
-                ]
-                for key in run.data.metrics
-            }
-            artifacts = sorted(
-                f.path
-                for top in client.list_artifacts(run.info.run_id)
-                for f in (
-                    [top]
-                    if not top.is_dir
-                    else client.list_artifacts(run.info.run_id, top.path)
-                )
-            )
-            models = client.search_logged_models(
-                [experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
-            )
-            found[run.info.run_name] = {
-                "status": run.info.status,
-                "times": (run.info.start_time, run.info.end_time),
-                "params": run.data.params,
-                "tags": tags,
-                "histories": histories,
-                "datasets": [d.dataset.digest for d in run.inputs.dataset_inputs],
-                "artifacts": artifacts,
-                "models": [(m.name, str(m.status)) for m in models],
-                "outputs": len(run.outputs.model_outputs) if run.outputs else 0,
-            }
-        return found
-
-    before, after = described(source, experiment), described(target, moved)
+    before = store_contents(source, experiment)
+    after = store_contents(target, moved)
     assert set(after) == set(before)
     for name, run in before.items():
         for what, value in run.items():

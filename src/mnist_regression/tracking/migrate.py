@@ -5,10 +5,15 @@ The move from the embedded SQLite store to a team's server: every run of the
 experiment keeps its name, times, status, parameters, tags, the whole history of
 every metric (step, timestamp, value), its dataset inputs, its artifacts and its
 logged models (MLflow 3 models, with their artifacts, linked to the run as its
-outputs); a sweep's jobs stay children of its parent run; registered models get
-versions that point at the copied models, with their aliases. Each copied run
-and model carries the tag ``migrated_from`` (source URI and id), which makes the
-command safe to repeat: what is already there is skipped.
+outputs); a sweep's jobs stay children of its parent run, and tags naming other
+runs (a sweep's ``best_run_id``) name their copies; registered models get
+versions that point at the copied models, with their aliases.
+
+Safe to interrupt and repeat: a run or model is created with the tag
+``migrating_from`` and gets ``migrated_from`` (source URI and id) only once it
+is complete, status and artifacts included. The next pass skips what is complete,
+deletes what an interruption left half-made and copies it again, and sets every
+alias and run reference anew.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .target import (
 )
 
 MIGRATED_FROM = "migrated_from"
+MIGRATING = "migrating_from"  # on a copy until it is complete
 PARENT = "mlflow.parentRunId"
 
 
@@ -73,12 +79,13 @@ def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
         origin = run.data.tags.get(MIGRATED_FROM, "")
         if origin.startswith(f"{source_uri}#"):
             copied.run_ids[origin.split("#", 1)[1]] = run.info.run_id
+        elif run.data.tags.get(MIGRATING, "").startswith(f"{source_uri}#"):
+            target.delete_run(run.info.run_id)  # half-made: copied again below
     runs = source.search_runs(
         [found.experiment_id], max_results=50_000, order_by=["attributes.start_time"]
     )
     # parents before their children, whatever their start times
     runs.sort(key=lambda run: PARENT in run.data.tags)
-    fresh = []
     for run in tqdm(runs, unit="run", desc="runs", disable=None):
         if run.info.run_id in copied.run_ids:
             copied.skipped += 1
@@ -87,8 +94,7 @@ def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
             source, target, source_uri, run, target_experiment, copied
         )
         copied.runs += 1
-        fresh.append(run)
-    for run in fresh:  # tags naming other runs (a sweep's best_run_id) follow them
+    for run in runs:  # tags naming other runs (a sweep's best_run_id) follow them
         for key, value in run.data.tags.items():
             if key != PARENT and value in copied.run_ids:
                 target.set_tag(
@@ -104,7 +110,8 @@ def migrate(source_uri: str, target_uri: str, experiment: str) -> Copied:
 def _copy_run(source, target, source_uri, run, experiment_id, copied) -> str:
     from mlflow.entities import RunTag
 
-    tags = dict(run.data.tags)
+    origin = f"{source_uri}#{run.info.run_id}"
+    tags = {**run.data.tags, MIGRATING: origin}
     if PARENT in tags:
         tags[PARENT] = copied.run_ids[tags[PARENT]]
     new = target.create_run(
@@ -130,10 +137,10 @@ def _copy_run(source, target, source_uri, run, experiment_id, copied) -> str:
         if files:
             target.log_artifacts(new, str(local))
             copied.artifacts += len(files)
-    # last: a run cut short by an error is copied again by the next attempt
-    origin = f"{source_uri}#{run.info.run_id}"
-    target.log_batch(new, tags=[RunTag(MIGRATED_FROM, origin)])
     target.set_terminated(new, run.info.status, run.info.end_time)
+    # last: a run cut short before this is deleted and copied again next time
+    target.log_batch(new, tags=[RunTag(MIGRATED_FROM, origin)])
+    target.delete_tag(new, MIGRATING)
     return new
 
 
@@ -154,21 +161,24 @@ def _copy_models(
     import mlflow
     from mlflow.entities import LoggedModelOutput
 
-    for model in _logged_models(target, target_experiment):
+    for model in list(_logged_models(target, target_experiment)):
         origin = model.tags.get(MIGRATED_FROM, "")
         if origin.startswith(f"{source_uri}#"):
             copied.model_ids[origin.split("#", 1)[1]] = model.model_id
+        elif model.tags.get(MIGRATING, "").startswith(f"{source_uri}#"):
+            target.delete_logged_model(model.model_id)  # half-made
     for model in list(_logged_models(source, experiment_id)):
         if model.model_id in copied.model_ids:
             continue
         if model.source_run_id not in copied.run_ids:
             continue
         run_id = copied.run_ids[model.source_run_id]
+        origin = f"{source_uri}#{model.model_id}"
         new = target.create_logged_model(
             target_experiment,
             name=model.name,
             source_run_id=run_id,
-            tags={**model.tags, MIGRATED_FROM: f"{source_uri}#{model.model_id}"},
+            tags={**model.tags, MIGRATING: origin},
             params=model.params,
             model_type=model.model_type,
         )
@@ -181,6 +191,8 @@ def _copy_models(
             target.log_model_artifacts(new.model_id, local)
         target.finalize_logged_model(new.model_id, model.status)
         target.log_outputs(run_id, [LoggedModelOutput(new.model_id, 0)])
+        target.set_logged_model_tags(new.model_id, {MIGRATED_FROM: origin})  # last
+        target.delete_logged_model_tag(new.model_id, MIGRATING)
         copied.model_ids[model.model_id] = new.model_id
         copied.models += 1
 
@@ -200,13 +212,14 @@ def _copy_registry(source, target, copied) -> None:
                 registered.name, registered.tags, registered.description
             )
         existing = {
-            v.tags.get(MIGRATED_FROM)
+            v.tags.get(MIGRATED_FROM): v.version
             for v in target.search_model_versions(f"name = '{registered.name}'")
         }
-        new_versions = {}
+        new_versions = {}  # source version -> its copy's, made now or before
         for version in sorted(versions, key=lambda v: int(v.version)):
             origin = f"{registered.name}/{version.version}"
             if origin in existing:
+                new_versions[version.version] = existing[origin]
                 continue
             model_id = copied.model_ids.get(getattr(version, "model_id", None) or "")
             source_uri = (
@@ -224,7 +237,7 @@ def _copy_registry(source, target, copied) -> None:
             )
             new_versions[version.version] = made.version
             copied.versions += 1
-        for alias, version in (registered.aliases or {}).items():
+        for alias, version in (registered.aliases or {}).items():  # all, again
             if version in new_versions:
                 target.set_registered_model_alias(
                     registered.name, alias, new_versions[version]
