@@ -317,3 +317,21 @@ def test_a_penalty_that_holds_the_weights_at_zero_is_warned_of(app):
     assert "expect accuracy near chance" in said
     (record,) = app.jobs()
     assert record.info.status == "FINISHED"
+
+
+def test_a_sweep_with_one_wrong_value_starts_no_job(app, tmp_path):
+    """Every swept value is checked in the launching process: the sweep stops
+    before its first job, with one line naming the value."""
+    out = tmp_path / "sweep"
+    result = app.launch(
+        "-m",
+        "model.l2=0,0.1,-1",
+        "optimizer.max_epochs=1",
+        f"output_dir={out}",
+        check=False,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "the sweep's model.l2=-1: config key 'model.l2': must be >= 0" in line
+    assert not list(out.rglob("metrics.json"))
+    assert not app.runs()

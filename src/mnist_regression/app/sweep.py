@@ -1,8 +1,10 @@
 """What a multirun does in its main process, before and after its jobs.
 
-``SweepGuard`` (a Hydra callback): the tracking target is checked once before any
-job starts, the numbered job folders of ``output_dir`` from an earlier sweep are
-cleared, the sweep's MLflow parent run (``SweepRun``) is opened, and the end of
+``SweepGuard`` (a Hydra callback): every value the sweep will set is checked
+in the launching process (a wrong one stops the sweep before any worker starts),
+the tracking target is checked once before any job starts, the numbered job
+folders of ``output_dir`` from an earlier sweep are cleared, the sweep's MLflow
+parent run (``SweepRun``) is opened, and the end of
 the sweep names its failed jobs and closes the parent with its best job.
 SIGTERM is passed on to the workers (``forward_to_workers``).
 """
@@ -16,11 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ..common import cli
-from ..common.errors import UserError
+from ..common.config import train_config
+from ..common.errors import ConfigError, UserError
 from ..tracking.run_log import SweepRun
 from .results import job_failure, job_folders, read_stage
 
@@ -31,6 +35,11 @@ class SweepGuard(Callback):
     """What a multirun does in its main process, before and after its jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_jobs(config)
+        except UserError as err:
+            cli.print_error(err)
+            sys.exit(1)  # before any job folder is cleared or any worker started
         if config.get("output_dir"):  # job folders, and Hydra's logs beside them
             clear_job_folders(Path(config.output_dir))
             clear_job_folders(Path(config.hydra.sweep.dir))
@@ -61,6 +70,35 @@ def finished_curves(base: Path) -> list:
         return []
     finished, _ = read_stage(base)
     return [(job.label, job.history) for job in finished]
+
+
+def check_jobs(config: DictConfig) -> None:
+    """Type and range checks of the configuration each swept value gives, as
+    its job would run them; ConfigError naming the value if one fails."""
+    base = OmegaConf.to_container(config, resolve=False)
+    base.pop("hydra", None)
+    for key, values in sweep_grid(config).items():
+        if "(" in values:  # a sweeper's range() or choice(): its jobs check
+            continue
+        if is_group(key) or isinstance(OmegaConf.select(config, key), DictConfig):
+            continue  # a config group (model=logistic,softmax), not a value
+        for value in values.split(","):
+            job = OmegaConf.create(base)
+            OmegaConf.update(job, key, yaml.safe_load(value), force_add=True)
+            try:
+                train_config(job)
+            except ConfigError as err:
+                raise ConfigError(f"the sweep's {key}={value}: {err}") from None
+
+
+def is_group(key: str) -> bool:
+    """Whether ``key`` names a config group of the app's search path."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra = GlobalHydra.instance()
+    if not hydra.is_initialized():
+        return False
+    return bool(hydra.config_loader().get_group_options(key))
 
 
 def sweep_grid(config: DictConfig) -> dict[str, str]:
