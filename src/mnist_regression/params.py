@@ -96,7 +96,7 @@ def validate(path: Path) -> int:
 def compose(root: Path, check_only: bool) -> int:
     """Compare params.yaml with conf/'s composition (``check_only``), or rewrite
     it; 0 when done or equal, 1 with one line naming the differences."""
-    target = root / "params.yaml"
+    target = root / PARAMS_FILE
     if check_only and os.environ.get("DVC_EXP_NAME"):
         print("inside dvc exp run: params.yaml is conf/ plus its -S values")
         return 0

@@ -255,6 +255,22 @@ def check_data(cfg: DictConfig) -> None:
     )
     require(cfg.download.timeout > 0, "data.download.timeout", "must be > 0")
     require(cfg.download.retries >= 0, "data.download.retries", "must be >= 0")
+    require(
+        math.isfinite(cfg.scale),
+        "data.scale",
+        f"must be a finite number, got {cfg.scale}",
+    )
+    require(
+        cfg.scale > 0,
+        "data.scale",
+        f"must be > 0 (255: pixels in [0, 1]; 1: raw 0-255), got {cfg.scale}",
+    )
+
+
+def check_seed(seed: Any) -> None:
+    """The run's seed: a NumPy seed, an integer >= 0."""
+    whole = isinstance(seed, int) and not isinstance(seed, bool)
+    require(whole and seed >= 0, "seed", f"must be >= 0 (a NumPy seed), got {seed}")
 
 
 def check_training(cfg: DictConfig) -> None:
@@ -272,7 +288,6 @@ def check_training(cfg: DictConfig) -> None:
         ("optimizer.lr", lr if number else 1.0),
         ("optimizer.anneal_k", opt.anneal_k),
         ("model.l2", cfg.model.l2),
-        ("data.scale", cfg.data.scale),
     ):
         require(math.isfinite(value), key, f"must be a finite number, got {value}")
     require(
@@ -285,11 +300,6 @@ def check_training(cfg: DictConfig) -> None:
         bool(str(cfg.tracking.experiment).strip()),
         "tracking.experiment",
         "must name an MLflow experiment, got an empty name",
-    )
-    require(
-        cfg.data.scale > 0,
-        "data.scale",
-        f"must be > 0 (255: pixels in [0, 1]; 1: raw 0-255), got {cfg.data.scale}",
     )
     require(
         opt.batch_size is None or opt.batch_size >= 1,
@@ -312,7 +322,7 @@ def check_training(cfg: DictConfig) -> None:
         "tracking.retry_seconds",
         f"must be >= 0, got {cfg.tracking.retry_seconds}",
     )
-    require(cfg.seed >= 0, "seed", f"must be >= 0 (a NumPy seed), got {cfg.seed}")
+    check_seed(cfg.seed)
     require(
         cfg.study.n_jobs >= 1,
         "study.n_jobs",

@@ -37,20 +37,23 @@ def draw_weights(ax, image: np.ndarray, limit: float | None = None):
 def draw_curves(ax_loss, ax_acc, history: History, unit: str = "epoch") -> None:
     """Loss and accuracy per epoch of the three splits, the best epoch marked
     (``unit``: the x axis's name; "iteration" where an epoch is one step)."""
+    draw_split_curves(ax_loss, history, "loss", unit)
+    draw_split_curves(ax_acc, history, "accuracy", unit)
+
+
+def draw_split_curves(ax, history: History, metric: str, unit: str = "epoch") -> None:
+    """One quantity (``loss`` or ``accuracy``) of the three splits per epoch
+    (``unit``), the epoch of the kept weights marked."""
     for split in SPLITS:
-        color = SPLIT_COLORS[split]
-        ax_loss.plot(
-            history.epoch, history.metrics[f"{split}_loss"], label=split, color=color
-        )
-        accuracy = 100 * np.asarray(history.metrics[f"{split}_accuracy"])
-        ax_acc.plot(history.epoch, accuracy, label=split, color=color)
-    for ax in (ax_loss, ax_acc):
-        ax.axvline(history.best_epoch, color="grey", ls=":", label=f"kept {unit}")
-        ax.set_xlabel(unit)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    ax_loss.set_ylabel(LOSS_LABEL)
-    ax_acc.set_ylabel("accuracy (%)")
+        values = np.asarray(history.metrics[f"{split}_{metric}"])
+        if metric == "accuracy":
+            values = 100 * values
+        ax.plot(history.epoch, values, label=split, color=SPLIT_COLORS[split])
+    ax.axvline(history.best_epoch, color="grey", ls=":", label=f"kept {unit}")
+    ax.set_xlabel(unit)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_ylabel(LOSS_LABEL if metric == "loss" else "accuracy (%)")
 
 
 def save(fig, path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common.cli import run_stage
-from ..common.config import data_section, load_params
+from ..common.config import check_seed, data_section, load_params
 from ..common.errors import ConfigError
 from ..data.download import verify_raw
 from ..data.prepare import prepare
@@ -14,9 +14,7 @@ from ..data.prepare import prepare
 def main(argv: list[str]) -> None:
     params = load_params(overrides=argv)
     data = data_section(params)
-    seed = params.seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"config key 'seed': must be >= 0 (a NumPy seed), got {seed}")
+    check_seed(params.seed)
     out = Path(data.prepared_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -26,7 +24,7 @@ def main(argv: list[str]) -> None:
             f"({err.strerror or err}); point it at a writable folder"
         ) from None
     verify_raw(Path(data.raw_dir))
-    summary = prepare(data, seed=seed)
+    summary = prepare(data, seed=params.seed)
     for task, splits in summary.items():
         counts = ", ".join(f"{split} {info['count']}" for split, info in splits.items())
         print(f"{task}: {counts}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from ..app.results import job_folders
@@ -46,12 +45,12 @@ def register(cfg, paired: dict) -> None:
         experiment = session.find_experiment(cfg.tracking.experiment)
         if experiment is None:
             return
-        folders = [stage.folder for stage in training_stages()]
-        jobs = candidates(Path(cfg.study.results_dir), folders)
+        stages = {stage.folder: stage.name for stage in training_stages()}
+        jobs = candidates(Path(cfg.study.results_dir), list(stages))
         found = register_champions(
             session.client, experiment, jobs, cfg.data.digits, alias
         )
-        logged = log_paired(cfg, session, experiment, paired)
+        logged = log_paired(session.client, experiment, paired, jobs, stages)
         print(f"paired tests logged to {logged} sweeps' parent runs")
     except UserError as err:
         print(f"warning: models not registered: {err}", file=sys.stderr)
@@ -69,47 +68,41 @@ def register(cfg, paired: dict) -> None:
             print(f"registered {name} version {version} ({run_name}) as @{alias}")
 
 
-def log_paired(cfg, session, experiment: str, paired: dict) -> int:
+def log_paired(client, experiment: str, paired: dict, jobs: list, stages: dict) -> int:
     """Each family of paired tests run on one training stage's jobs, as metrics
     of that stage's latest parent run whose jobs wrote the workspace's outputs:
-    ``mcnemar/<task>/<first> vs <second>/{p,p_holm,only_first,only_second}``. Returns
-    the number of parent runs written."""
-    from mlflow.entities import Metric
-
+    ``mcnemar/<task>/<first> vs <second>/{p,p_holm,only_first,only_second}``.
+    ``jobs``: the workspace's ``candidates``; ``stages``: folder -> DVC stage.
+    Returns the number of parent runs written."""
     from ..tracking.provenance import WEIGHTS_TAG
-    from ..tracking.session import metric_batches
+    from ..tracking.session import log_metrics
 
-    client, written = session.client, 0
-    names = {stage.folder: stage.name for stage in training_stages()}
+    written = 0
     for family in paired.values():
-        if family["stage"] is None:
+        folder = family["stage"]
+        job = next((j for j in jobs if j.label.startswith(f"{folder}/")), None)
+        if job is None:
             continue
         # any job of the stage finds its parent (the same weights may come from
         # another stage's job of the same settings: the stage's tag tells)
-        (job, *_) = candidates(Path(cfg.study.results_dir), [family["stage"]])
         runs = client.search_runs(
             [experiment],
             filter_string=f"tags.{WEIGHTS_TAG} = '{job.weights_sha256}' "
-            f"and tags.`dvc.stage` = '{names[family['stage']]}'",
+            f"and tags.`dvc.stage` = '{stages[folder]}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
         if not runs or "mlflow.parentRunId" not in runs[0].data.tags:
             continue
-        parent = runs[0].data.tags["mlflow.parentRunId"]
-        now = int(time.time() * 1000)
-        points = [
-            Metric(
-                f"mcnemar/{family['task']}/{t['first']} vs {t['second']}/{key}",
-                float(t[key]),
-                now,
-                0,
-            )
-            for t in family["tests"]
-            for key in ("p", "p_holm", "only_first", "only_second")
-        ]
-        for batch in metric_batches(points):
-            client.log_batch(parent, metrics=batch)
+        log_metrics(
+            client,
+            runs[0].data.tags["mlflow.parentRunId"],
+            {
+                f"mcnemar/{family['task']}/{t['first']} vs {t['second']}/{key}": t[key]
+                for t in family["tests"]
+                for key in ("p", "p_holm", "only_first", "only_second")
+            },
+        )
         written += 1
     return written
 

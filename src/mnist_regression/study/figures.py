@@ -8,11 +8,11 @@ from matplotlib import colormaps
 from ..app.results import Job
 from ..core.models import LinearModel, curvature_at_zero
 from ..core.objective import Objective
-from ..core.training import SPLITS, History
+from ..core.training import History
 from ..figures.drawing import (
     LOSS_LABEL,
-    SPLIT_COLORS,
     draw_curves,
+    draw_split_curves,
     draw_weights,
     subplots,
 )
@@ -207,16 +207,7 @@ def seed_curves(history: History, metric: str, title: str):
     """One quantity (``loss`` or ``accuracy``) of the three splits per iteration
     of a full-batch run, as the seed study's figures drew them."""
     fig, ax = subplots(figsize=(7, 4.5))
-    for split in SPLITS:
-        values = np.asarray(history.metrics[f"{split}_{metric}"])
-        if metric == "accuracy":
-            values = 100 * values
-        ax.plot(history.epoch, values, label=split, color=SPLIT_COLORS[split])
-    ax.axvline(history.best_epoch, color="grey", ls=":", label="kept iteration")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(LOSS_LABEL if metric == "loss" else "accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    draw_split_curves(ax, history, metric, unit="iteration")
     ax.set_title(title)
     return fig
 

@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from ..core.losses import LOSSES
 from ..data.prepare import PIXEL_MAX, class_digits
 from . import provenance
 from .liveness import mark_stale_runs, process_tags
-from .session import metric_batches, open_session
+from .session import log_metrics, open_session
 from .target import describe_failure
 from .writer import MlflowRun, NullRun
 
@@ -205,8 +204,6 @@ class SweepRun:
         """Where the grid replicates other values over ``seed``: each value's
         final validation and test accuracy, mean over its seeds and 95% interval,
         as ``over_seeds/<value>/<metric>_{mean,low,high}`` (and ``_seeds``)."""
-        from mlflow.entities import Metric
-
         from ..core.stats import mean_interval
 
         keys = [key.lstrip("+") for key in self.grid]
@@ -218,10 +215,9 @@ class SweepRun:
             params = child.data.params
             value = " ".join(f"{k.split('.')[-1]} {params.get(k)}" for k in keys)
             groups.setdefault(value, []).append(child)
-        now = int(time.time() * 1000)
-        points = []
+        values = {}
         for value, runs in groups.items():
-            points.append(Metric(f"over_seeds/{value}/seeds", len(runs), now, 0))
+            values[f"over_seeds/{value}/seeds"] = len(runs)
             for split in ("val", "test"):
                 name = f"final_{split}_accuracy"
                 found = [r.data.metrics[name] for r in runs if name in r.data.metrics]
@@ -230,16 +226,8 @@ class SweepRun:
                 for suffix, number in zip(
                     ("mean", "low", "high"), mean_interval(found), strict=True
                 ):
-                    points.append(
-                        Metric(
-                            f"over_seeds/{value}/{split}_accuracy_{suffix}",
-                            number,
-                            now,
-                            0,
-                        )
-                    )
-        for batch in metric_batches(points):
-            self.client.log_batch(run_id, metrics=batch)
+                    values[f"over_seeds/{value}/{split}_accuracy_{suffix}"] = number
+        log_metrics(self.client, run_id, values)
 
     def log_curves(self, run_id: str, name: str, labelled: list) -> None:
         """``curves.png``: the finished jobs' validation curves, side by side."""

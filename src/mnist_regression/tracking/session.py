@@ -7,6 +7,7 @@ registration, the replay of kept data, the store's command line) starts here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,16 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
         client.log_batch(
             run_id, params=batch[start : start + MAX_PARAMS_TAGS_PER_BATCH]
         )
+
+
+def log_metrics(client, run_id: str, values: Mapping[str, float]) -> None:
+    """Single values (step 0, one timestamp) in batches of MLflow's largest size."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [Metric(key, float(value), now, 0) for key, value in values.items()]
+    for batch in metric_batches(points):
+        client.log_batch(run_id, metrics=batch)
 
 
 def metric_batches(metrics: list) -> list[list]:
