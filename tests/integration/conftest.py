@@ -23,26 +23,18 @@ from mnist_regression.data.prepare import prepare
 from ..conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-# What a fresh clone lacks: run outputs at the top, caches anywhere.
-TOP_LEVEL_OUTPUTS = {
-    ".git",
-    ".venv",
-    "data",
-    "mlruns",
-    "mlflow.db",
-    "outputs",
-    "multirun",
-}
-CACHES = shutil.ignore_patterns(
-    "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "cache", "tmp"
-)
 
 
-def _ignore(directory: str, names: list[str]) -> set[str]:
-    ignored = set(CACHES(directory, names))
-    if Path(directory) == REPO_ROOT:
-        ignored |= TOP_LEVEL_OUTPUTS & set(names)
-    return ignored
+def clone_files(root: Path) -> list[Path]:
+    """What a fresh clone of ``root`` holds: the files git tracks, and new ones
+    it does not ignore (a change not committed yet); no outputs, no caches."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [Path(name) for name in listed.split("\0") if (root / name).is_file()]
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -91,7 +83,9 @@ def point_download_at(repo: Path, mirror: Path) -> None:
 def repo_copy(tmp_path: Path) -> Path:
     """A git clone-like copy of the project (no data, no runs), committed."""
     copy = tmp_path / "repo"
-    shutil.copytree(REPO_ROOT, copy, ignore=_ignore)
+    for name in clone_files(REPO_ROOT):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, copy / name)
     run(["git", "init", "-q"], copy)
     # an identity of its own: `dvc exp run` commits, whatever the machine's config
     run(["git", "config", "user.name", "test"], copy)

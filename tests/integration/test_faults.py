@@ -501,15 +501,18 @@ def test_sigterm_to_a_sweep_stops_its_workers(app):
         assert not psutil.pid_exists(int(record.data.tags["pid"]))
 
 
-def test_a_killed_dvc_repro_takes_its_stage_with_it(app, tmp_path):
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_a_killed_dvc_repro_takes_its_stage_with_it(app, tmp_path, shell):
     """`kill -9` of `dvc repro` while its training stage runs a sweep: the
-    stage's processes see their parent gone and end, their runs KILLED, instead
-    of training on as orphans."""
+    stage's processes see dvc gone and end, their runs KILLED, instead of
+    training on as orphans. DVC runs the stage through $SHELL: bash replaces
+    itself with the command, dash (/bin/sh here) waits for it and lives on."""
     command = app.command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     command += ["model.l2=0,0.1,1,10", *LONG]
     project = tmp_path / "project"
     project.mkdir()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env["SHELL"] = shell
     for step in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
         subprocess.run(step, cwd=project, check=True, env=env)
     stage = {"stages": {"train": {"cmd": shlex.join(command)}}}
@@ -594,6 +597,7 @@ def test_a_corrupt_raw_file_stops_prepare_naming_it(repo_copy, npm_raw_dir):
     data = bytearray(damaged.read_bytes())
     data[-1] ^= 0xFF
     damaged.write_bytes(bytes(data))
+    run(["dvc", "repro", "params"], repo_copy)  # as a fresh clone's first stage
     result = subprocess.run(
         ["dvc", "repro", "-s", "prepare"],
         cwd=repo_copy,

@@ -12,6 +12,7 @@ the first signal: 130 for Ctrl-C, 143 for SIGTERM.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gc
 import logging
@@ -71,15 +72,37 @@ def install_signal_handlers(forward: Callable[[int], None] | None = None) -> Non
     sys.unraisablehook = _unraisable
 
 
+SHELLS = {"sh", "dash", "bash", "zsh", "fish", "ksh", "mksh"}
+
+
 def end_with_parent(every: float = 0.5) -> None:
-    """Send this process SIGTERM once the process that started it is gone (it
-    is then reparented): a stage whose ``dvc repro`` was killed, even with
-    SIGKILL, ends its runs as KILLED within a second instead of training on as
-    an orphan beside a second ``dvc repro``."""
-    parent = os.getppid()
+    """Send this process SIGTERM once the program that started it is gone: a
+    stage whose ``dvc repro`` was killed, even with SIGKILL, ends its runs as
+    KILLED within a second instead of training on as an orphan beside a second
+    ``dvc repro``. The program watched is the nearest ancestor that is not a
+    shell: DVC runs a stage through ``$SHELL -c``, and a shell such as dash
+    waits for its command instead of replacing itself with it, so it outlives
+    a killed ``dvc``."""
+    import psutil
+
+    watched = psutil.Process().parent()
+    with contextlib.suppress(psutil.Error):
+        while watched is not None and watched.name() in SHELLS:
+            above = watched.parent()
+            if above is None or above.pid == 1:
+                break  # a shell already orphaned: watch the shell
+            watched = above
+    if watched is None:
+        return
+
+    def gone() -> bool:
+        try:
+            return watched.status() == psutil.STATUS_ZOMBIE or not watched.is_running()
+        except psutil.NoSuchProcess:
+            return True
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not gone():
             time.sleep(every)
         os.kill(os.getpid(), signal.SIGTERM)
 
