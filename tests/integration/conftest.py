@@ -79,6 +79,22 @@ def point_download_at(repo: Path, mirror: Path) -> None:
     run([sys.executable, "-m", "mnist_regression.params"], repo)
 
 
+@pytest.fixture(autouse=True)
+def mlflow_target_put_back():
+    """A test that points MLflow's fluent API at its store (``set_tracking_uri``
+    is global to the process) leaves it as it found it: otherwise a later test
+    in the same worker reads that store whatever its MLFLOW_TRACKING_URI says."""
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(None)
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """A git clone-like copy of the project (no data, no runs), committed."""

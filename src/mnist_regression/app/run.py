@@ -21,6 +21,7 @@ from ..common.io import save_json, save_npz, sha256_of
 from ..core.losses import TASKS
 from ..core.models import LinearModel, curvature_at_zero
 from ..core.objective import Objective
+from ..core.passes import cores
 from ..core.training import (
     SPLITS,
     Dataset,
@@ -32,6 +33,7 @@ from ..core.training import (
 )
 from ..data.prepare import PIXEL_MAX, check_prepared_settings, load_task, pair_name
 from ..tracking import provenance, run_log
+from . import reuse
 from .results import write_histories
 
 log = logging.getLogger("mnist_regression")
@@ -172,13 +174,19 @@ def run_training(
     data_file = Path(cfg.data.prepared_dir) / f"{setup.task}.npz"
     digest = sha256_of(data_file)
     name = run_name or provenance.run_name(cfg)
+    key = reuse.job_key(setup.resolved, digest, cores()) if cfg.reuse_dir else None
+    if key and (kept := reuse.find(cfg.reuse_dir, key)):
+        result = reused(kept, cfg, setup, out_dir, name, tags or {}, data_file, digest)
+        if result is not None:
+            return result
+    dataset = provenance.dataset(data_file, digest, setup.arrays)
     run = run_log.open_run(
         cfg.tracking,
         name,
         setup.resolved,
         run_log.training_tags(setup.kind, setup.task, digest, tags or {}),
         out_dir,
-        provenance.dataset(data_file, digest, setup.arrays),
+        dataset,
     )
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
     with run, Progress(name, setup.schedule.max_epochs, show, run) as progress:
@@ -212,7 +220,45 @@ def run_training(
             ) from None
         example = setup.arrays["x_test"][:5]  # pixels in [0, 1], whatever data.scale
         run_log.log_outcome(run, result, seconds, name, example, weights_sha256)
+    if key:
+        parent = run_log.parent_run_id()
+        reuse.keep(cfg.reuse_dir, key, out_dir, weights_sha256, run.run_id, parent)
     return result
+
+
+def reused(kept, cfg, setup: Setup, out_dir, name, tags, data_file, digest):
+    """The RunResult of a job kept in ``reuse_dir`` (``app.reuse``), its outputs
+    copied to ``out_dir``; None when its run is not FINISHED in the store (it
+    trains again). A job of the same sweep (resumed) is its run already; in
+    another sweep a run records the same curves and final metrics, tagged
+    ``reused_from`` with the run that trained it."""
+    tracked = cfg.tracking.enabled
+    if tracked and not (kept.run_id and run_log.finished(cfg.tracking, kept.run_id)):
+        return None
+    job = kept.job()
+    reuse.restore(kept, out_dir, setup.resolved)
+    run_id = kept.run_id if tracked else None
+    if tracked and kept.parent_run_id != run_log.parent_run_id():
+        extra = {**tags, provenance.REUSED_TAG: kept.run_id}
+        run = run_log.open_run(
+            cfg.tracking,
+            name,
+            setup.resolved,
+            run_log.training_tags(setup.kind, setup.task, digest, extra),
+            out_dir,
+            provenance.dataset(data_file, digest, setup.arrays),
+        )
+        with run:
+            for i, epoch in enumerate(job.history.epoch):
+                run.log_epoch(epoch, {k: v[i] for k, v in job.history.metrics.items()})
+            run_log.log_reused(
+                run, job, sha256_of(out_dir / "weights.npz"), kept.run_id
+            )
+        run_id = run.run_id
+    log.info("%s: the same job finished before; its outputs reused", name)
+    model = LinearModel(setup.kind, job.model.weights, job.model.bias)
+    final = {k: job.metrics[k] for k in final_metrics(job.history)}
+    return RunResult(model, job.history, final, setup.labels, run_id, setup.resolved)
 
 
 class Progress:

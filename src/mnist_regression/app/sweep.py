@@ -46,7 +46,8 @@ class SweepGuard(Callback):
         try:
             if config.tracking.enabled:
                 grid = sweep_grid(config)
-                _sweep.open(config.tracking, grid, str(config.hydra.sweep.dir))
+                resume = bool(config.get("reuse_dir"))  # see app.reuse
+                _sweep.open(config.tracking, grid, str(config.hydra.sweep.dir), resume)
         except UserError as err:
             cli.print_error(err)
             sys.exit(1)  # SystemExit passes Hydra's callback guard; stops the sweep

@@ -180,6 +180,7 @@ class TrainConfig:
     seed: int = MISSING
     progress: bool | None = MISSING
     output_dir: str | None = MISSING
+    reuse_dir: str | None = MISSING
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -9,7 +9,8 @@
 - ``dataset``: the prepared data as an MLflow dataset (name, SHA-256 digest,
   source, schema), which fills the UI's Dataset column.
 - ``WEIGHTS_TAG``: on a finished run, the SHA-256 of the ``weights.npz`` it wrote,
-  which finds the run of any job folder in the workspace.
+  which finds the run of any job folder in the workspace; ``REUSED_TAG``, on a
+  run that copies a job trained before (``app.reuse``), the run that trained it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..common.config import plain
 CONF = Path(__file__).resolve().parents[3] / "conf"
 ENTRY_POINT = "mnist_regression.train"
 WEIGHTS_TAG = "weights_sha256"
+REUSED_TAG = "reused_from"
 # Settings shown in run names when they differ from conf/, with their short name.
 NAMED = {
     "model.l2": "l2",

@@ -35,7 +35,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..common.cli import check_stop
-from ..common.io import save_npz
+from ..common.io import save_json, save_npz
 from ..core.losses import LOSSES
 from ..data.prepare import PIXEL_MAX, class_digits
 from . import provenance
@@ -46,6 +46,8 @@ from .writer import MlflowRun, NullRun
 
 # Set by a sweep's main process: the MLflow run its jobs are children of.
 PARENT_RUN_VARIABLE = "MNIST_REGRESSION_PARENT_RUN"
+# In a sweep's Hydra folder: its parent run, found again when the sweep resumes.
+SWEEP_RECORD = "sweep_run.json"
 
 
 def open_run(
@@ -66,8 +68,8 @@ def training_tags(kind: str, task: str, digest: str, extra: Mapping[str, str]):
         **provenance.source_tags(),
         **extra,
     }
-    if os.environ.get(PARENT_RUN_VARIABLE):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_VARIABLE]
+    if parent_run_id():
+        tags["mlflow.parentRunId"] = parent_run_id()
     return tags
 
 
@@ -90,6 +92,41 @@ def log_outcome(
         data = result.config["data"]
         classes = class_digits(LOSSES[result.model.kind].task, data["digits"])
         run.log_model(result.model, example, classes, PIXEL_MAX / data["scale"])
+
+
+def log_reused(run: NullRun, job, weights_sha256: str, source: str) -> None:
+    """What a run of a reused job (``app.reuse``) adds: the final metrics and
+    stop reason of ``source``, the run that trained it, and its weights' digest."""
+    final = {
+        k: v
+        for k, v in job.metrics.items()
+        if k.startswith("final_") or k in ("best_epoch", "epochs_run")
+    }
+    run.log_metrics(final)
+    run.set_tags(
+        {
+            "stop_reason": job.history.stop_reason,
+            provenance.WEIGHTS_TAG: weights_sha256,
+            "mlflow.note.content": (
+                f"Trained by run {source}: this run copies its outputs, "
+                "curves and final metrics; its artifacts and model are there."
+            ),
+        }
+    )
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run, in a sweep's job."""
+    return os.environ.get(PARENT_RUN_VARIABLE) or None
+
+
+def finished(tracking: DictConfig, run_id: str) -> bool:
+    """Whether ``run_id`` is a FINISHED, not deleted run of ``tracking``'s store."""
+    try:
+        run = open_session(tracking.uri).client.get_run(run_id)
+    except Exception:
+        return False
+    return run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"
 
 
 def log_artifacts(run, model, labels, config: dict, title: str) -> None:
@@ -125,35 +162,75 @@ class SweepRun:
         self.client = self.run_id = None
         self.grid: dict[str, str] = {}
 
-    def open(self, tracking: DictConfig, grid: dict[str, str], folder: str) -> None:
+    def open(
+        self, tracking: DictConfig, grid: dict[str, str], folder: str, resume=False
+    ) -> None:
         """Start the parent run in ``tracking``'s store, for the sweep of ``grid``
-        whose Hydra folder is ``folder``."""
+        whose Hydra folder is ``folder``. With ``resume``, a parent run of the same
+        sweep that did not finish (interrupted, failed) is reopened instead, its
+        jobs that did not finish deleted: they run again, the others are reused."""
         session = open_session(tracking.uri)
         target = session.target
         name = sweep_name(grid)
+        record = Path(folder) / SWEEP_RECORD
         try:
             self.client = session.client
             experiment = session.experiment_id(tracking.experiment)
-            run = self.client.create_run(
-                experiment,
-                run_name=name,
-                tags={
-                    "sweep_grid": json.dumps(grid),
-                    "sweep": folder,
-                    **provenance.source_tags(),
-                    **process_tags(),
-                },
-            )
+            identity = {"experiment_id": experiment, "name": name, "grid": grid}
+            run_id = self.reopen(record, identity) if resume else None
+            if run_id is None:
+                run_id = self.client.create_run(
+                    experiment,
+                    run_name=name,
+                    tags={
+                        "sweep_grid": json.dumps(grid),
+                        "sweep": folder,
+                        **provenance.source_tags(),
+                        **process_tags(),
+                    },
+                ).info.run_id
+                for key, values in grid.items():
+                    self.client.log_param(run_id, key, values)
         except Exception as err:
             check_stop()  # an interrupt that a library turned into another error
             raise target.fail(
                 f"cannot start the sweep's run ({describe_failure(err)})",
                 "check the store, or set tracking.enabled=false",
             ) from None
-        self.run_id, self.grid = run.info.run_id, dict(grid)
+        self.run_id, self.grid = run_id, dict(grid)
         os.environ[PARENT_RUN_VARIABLE] = self.run_id
-        for key, values in grid.items():
-            self.client.log_param(self.run_id, key, values)
+        if resume:
+            save_json(record, {**identity, "run_id": run_id})
+
+    def reopen(self, record: Path, identity: dict) -> str | None:
+        """The id of the parent run ``record`` names, set RUNNING again, if it is
+        the same sweep's and did not finish; its unfinished jobs' runs deleted."""
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        if {k: saved.get(k) for k in identity} != identity:
+            return None
+        mark_stale_runs(self.client, [identity["experiment_id"]])
+        try:
+            run = self.client.get_run(saved["run_id"])
+        except Exception:  # deleted for good, or never written
+            return None
+        info = run.info
+        if info.lifecycle_stage != "active" or info.status in ("FINISHED", "RUNNING"):
+            return None  # done, or another living sweep's
+        self.client.update_run(info.run_id, status="RUNNING")
+        for key, value in process_tags().items():
+            self.client.set_tag(info.run_id, key, value)
+        unfinished = self.client.search_runs(
+            [identity["experiment_id"]],
+            filter_string=f"tags.mlflow.parentRunId = '{info.run_id}' "
+            "and attributes.status != 'FINISHED'",
+            max_results=10000,
+        )
+        for child in unfinished:
+            self.client.delete_run(child.info.run_id)
+        return info.run_id
 
     def close(self, status: str, curves: list | None = None) -> None:
         """Record the best job (lowest final validation loss), the validation

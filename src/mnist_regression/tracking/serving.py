@@ -24,7 +24,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from ..core.models import LinearModel
-from .provenance import WEIGHTS_TAG
+from .provenance import REUSED_TAG, WEIGHTS_TAG
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -137,6 +137,8 @@ def register_champions(
             )
             continue
         run = runs[0]
+        if REUSED_TAG in run.data.tags:  # a copy: its model is the original's
+            run = client.get_run(run.data.tags[REUSED_TAG])
         try:
             current = client.get_model_version_by_alias(name, alias)
         except Exception:  # no such model or alias yet

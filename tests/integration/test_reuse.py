@@ -1,0 +1,136 @@
+"""Jobs kept in ``reuse_dir``: an interrupted stage resumes, a configuration
+another sweep trained is copied, not trained again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+
+from .conftest import BIN, run, wait_for
+
+pytestmark = pytest.mark.integration
+
+# jobs of a few seconds each, whatever early stopping would say
+SLOW = ("optimizer.lr=0.0001", "optimizer.batch_size=null", "optimizer.patience=100000")
+
+
+def children(app) -> dict[str, object]:
+    """The sweep's job runs (not deleted), by job number."""
+    found = {}
+    for record in app.jobs():
+        job = record.data.tags["sweep_job"]
+        assert job not in found, f"job {job} has two runs"
+        found[job] = record
+    return found
+
+
+def parents(app) -> list:
+    return [r for r in app.runs() if "sweep_grid" in r.data.tags]
+
+
+def test_an_interrupted_stage_trains_only_its_unfinished_jobs_on_the_rerun(
+    app, tmp_path
+):
+    """Ctrl-C of `dvc repro` while the stage's third job trains; `dvc repro`
+    again: the two finished jobs are copied back (same runs, not retrained),
+    the others train, and one parent run holds the four jobs once."""
+    project = tmp_path / "project"
+    project.mkdir()
+    command = app.command(
+        "-m", "seed=0,1,2,3", "optimizer.max_epochs=40", *SLOW, "output_dir=out"
+    )
+    command.append(f"reuse_dir={tmp_path / 'reuse'}")
+    stage = {"stages": {"train": {"cmd": shlex.join(command), "outs": ["out"]}}}
+    (project / "dvc.yaml").write_text(json.dumps(stage))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for step in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(step, cwd=project, check=True, env=env)
+    dvc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def third_job_training() -> bool:
+        statuses = [r.info.status for r in app.jobs()]
+        return statuses.count("FINISHED") == 2 and statuses.count("RUNNING") == 1
+
+    wait_for(third_job_training, "two jobs finished and the third training", dvc)
+    os.killpg(dvc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    dvc.wait()
+    wait_for(
+        lambda: all(r.info.status != "RUNNING" for r in app.runs()),
+        "the stage to close its runs",
+    )
+    before = children(app)
+    finished = {job: r for job, r in before.items() if r.info.status == "FINISHED"}
+    assert len(finished) == 2 and len(before) == 3
+    (parent,) = parents(app)
+    assert parent.info.status == "KILLED"
+
+    run([str(BIN / "dvc"), "repro"], project)
+
+    (after_parent,) = parents(app)
+    assert after_parent.info.run_id == parent.info.run_id
+    assert after_parent.info.status == "FINISHED"
+    after = children(app)
+    assert sorted(after) == ["0", "1", "2", "3"]
+    assert {r.info.status for r in after.values()} == {"FINISHED"}
+    for job, record in finished.items():  # the same runs, not trained again
+        assert after[job].info.run_id == record.info.run_id
+        assert after[job].info.end_time == record.info.end_time
+    killed = next(r for j, r in before.items() if j not in finished)
+    assert app.client.get_run(killed.info.run_id).info.lifecycle_stage == "deleted"
+    for job in ("0", "1", "2", "3"):
+        metrics = json.loads((project / "out" / job / "metrics.json").read_text())
+        assert metrics["status"] == "FINISHED"
+        assert metrics["config"]["output_dir"] == "out"
+        assert metrics["config"]["seed"] == int(job)
+    logs = {
+        job: (tmp_path / "multirun" / job / "train.log").read_text()
+        for job in ("0", "1", "2", "3")
+    }
+    reused = {job for job, text in logs.items() if "outputs reused" in text}
+    assert reused == set(finished)
+
+
+def test_a_job_another_sweep_trained_is_copied_with_a_run_of_its_own(app, tmp_path):
+    reuse = f"reuse_dir={tmp_path / 'reuse'}"
+    app.launch("-m", "seed=0,1", "optimizer.max_epochs=3", "output_dir=a", reuse)
+    first = {r.data.params["seed"]: r for r in app.jobs()}
+    app.launch("-m", "seed=1,2", "optimizer.max_epochs=3", "output_dir=b", reuse)
+    sweep_a, sweep_b = sorted(parents(app), key=lambda r: r.info.start_time)
+    in_b = {
+        r.data.params["seed"]: r
+        for r in app.jobs()
+        if r.data.tags["mlflow.parentRunId"] == sweep_b.info.run_id
+    }
+    assert sorted(in_b) == ["1", "2"]
+    copy, trained = in_b["1"], in_b["2"]
+    assert copy.data.tags["reused_from"] == first["1"].info.run_id
+    assert "reused_from" not in trained.data.tags
+    assert copy.info.status == "FINISHED"
+    for key, value in first["1"].data.metrics.items():
+        if key.startswith("final_") or key.startswith("epoch/"):
+            assert copy.data.metrics[key] == value, key
+    history = app.client.get_metric_history(copy.info.run_id, "epoch/val_loss")
+    original = app.client.get_metric_history(first["1"].info.run_id, "epoch/val_loss")
+    assert [m.value for m in history] == [m.value for m in original]
+    assert copy.data.tags["weights_sha256"] == first["1"].data.tags["weights_sha256"]
+    with (
+        np.load(tmp_path / "a" / "1" / "weights.npz") as a,
+        np.load(tmp_path / "b" / "0" / "weights.npz") as b,
+    ):
+        assert np.array_equal(a["weights"], b["weights"])
+    metrics = json.loads((tmp_path / "b" / "0" / "metrics.json").read_text())
+    assert metrics["config"]["output_dir"] == "b"
+    assert sweep_a.info.run_id != sweep_b.info.run_id
