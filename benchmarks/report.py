@@ -125,15 +125,18 @@ def tradeoff_lines(tradeoff: dict) -> list[str]:
 
 # The suite's targets: (what, the threshold, whether the measure must be above it)
 GOALS = {
-    "race": ("softmax to 91.5% at lr=auto: faster than lbfgs", 5.0, "above"),
+    "clone": ("`make run` on a fresh clone, in seconds", 60.0, "below"),
+    "race": ("softmax to 91.5% at the defaults: faster than lbfgs", 5.0, "above"),
     "torch": ("softmax to 91.5%: not slower than PyTorch", 1.0, "above"),
+    "sweep": ("tracked 5-run sweep, over the same sweep untracked", 1.5, "below"),
+    "single": ("one default run tracked, over the same run untracked", 1.5, "below"),
+    "wall": ("the study's wall time, over its training arithmetic", 1.2, "below"),
     "iteration": (
         "full-batch iteration with evaluation, over the naive products",
         0.8,
         "below",
     ),
     "512": ("epoch at batch 512, over the products and the gather", 1.5, "below"),
-    "sweep": ("tracked 5-run sweep, over the same sweep untracked", 2.0, "below"),
 }
 
 
@@ -143,11 +146,8 @@ def goals(results: dict) -> list[tuple[str, str, float, str, bool]]:
     measured: dict[str, tuple[float, str]] = {}
     race = results.get("race", {}).get("softmax")
     if race:
-        for name, key, ours in (
-            ("race", "sklearn", "ours_auto"),
-            ("torch", "torch", "ours"),
-        ):
-            mine = (race.get(ours) or {}).get("time_to_target")
+        for name, key in (("race", "sklearn"), ("torch", "torch")):
+            mine = (race.get("ours") or {}).get("time_to_target")
             times = speedup((race.get(key) or {}).get("time_to_target"), mine)
             if times is not None:
                 measured[name] = (times, f"{times:.1f}x")
@@ -160,9 +160,15 @@ def goals(results: dict) -> list[tuple[str, str, float, str, bool]]:
     if "512" in floor:
         ratio_512 = floor["512"]["ratio_with_gather"]
         measured["512"] = (ratio_512["median"], spread(ratio_512))
-    if "sweep" in results:
-        ratio_sweep = results["sweep"]["ratio"]
-        measured["sweep"] = (ratio_sweep["median"], spread(ratio_sweep))
+    sweep = results.get("sweep", {})
+    for name, key in (("sweep", "ratio"), ("single", "single_ratio")):
+        if key in sweep:
+            measured[name] = (sweep[key]["median"], spread(sweep[key]))
+    pipeline = results.get("pipeline", {})
+    if "make_run_s" in pipeline:
+        measured["clone"] = (pipeline["make_run_s"], f"{pipeline['make_run_s']:.0f} s")
+        ratio = pipeline["study_s"] / pipeline["arithmetic_s"]
+        measured["wall"] = (ratio, f"{ratio:.2f}")
     rows = []
     for name, (value, shown) in measured.items():
         what, threshold, side = GOALS[name]
@@ -171,15 +177,65 @@ def goals(results: dict) -> list[tuple[str, str, float, str, bool]]:
     return rows
 
 
+def why_missed(name: str, results: dict) -> str:
+    """For a missed goal: what the measurements say it is made of, and the next
+    step; '' where the suite has nothing to add."""
+    pipeline, sweep = results.get("pipeline", {}), results.get("sweep", {})
+    if name == "clone" and pipeline:
+        return (
+            f"set-up {pipeline['setup_s']:.0f} s, data {pipeline['data_s']:.0f} s, "
+            f"the study {pipeline['study_s']:.0f} s of which "
+            f"{pipeline['arithmetic_s']:.0f} s of training arithmetic on 2 cores, "
+            "most of it the seed study's plain full-batch gradient descent (its "
+            "1,000 to 15,000 iterations are what the seed ran). Next: the seed "
+            "stages' passes on pixel bytes at any scale, and a faster default "
+            "optimizer for the other stages"
+        )
+    if name == "wall" and pipeline:
+        return (
+            f"{pipeline['study_s'] - pipeline['arithmetic_s']:.0f} s beyond the "
+            "arithmetic: per stage, DVC's start and its hashing of the outputs, "
+            "and in every process Python, Hydra and MLflow's import and store. "
+            "Next: MLflow off the training path (a writer process), fewer stages "
+            "(one multirun for the grids that share a model)"
+        )
+    if name in ("sweep", "single") and "fixed" in sweep:
+        fixed = sweep["fixed"]
+        paid = sum(fixed.values())
+        return (
+            f"a tracked process pays {paid:.1f} s once (MLflow's import "
+            f"{fixed['mlflow_import_s']:.2f} s, the store "
+            f"{fixed['store_open_s']:.2f} s, the package scan before a logged "
+            f"model {fixed['package_scan_s']:.2f} s) against "
+            f"{sweep['untracked_s']['median']:.1f} s for the whole untracked "
+            "sweep. Next: a writer process started before training's imports, "
+            "fed by a queue"
+        )
+    if name == "race":
+        return (
+            "our default rate (0.1, constant) takes more epochs than lbfgs takes "
+            "iterations. Next: iterate averaging at a rate from the curvature, "
+            "kept only if no lambda of the sweeps loses accuracy"
+        )
+    return ""
+
+
 def goal_lines(results: dict) -> list[str]:
-    return [
+    rows = goals(results)
+    lines = [
         "| goal | measured | |",
         "|---|---|---|",
         *(
             f"| {goal} | {shown} | {'met' if met else 'missed'} |"
-            for _, goal, _, shown, met in goals(results)
+            for _, goal, _, shown, met in rows
         ),
     ]
+    reasons = [(g, why_missed(n, results)) for n, g, _, _, met in rows if not met]
+    reasons = [(goal, why) for goal, why in reasons if why]
+    if reasons:
+        lines += ["", "Missed, and why:", ""]
+        lines += [f"- {goal.split(':')[0]}: {why}." for goal, why in reasons]
+    return lines
 
 
 SUMMARY_START = "<!-- benchmark summary: written by python -m benchmarks.run -->"
@@ -197,13 +253,13 @@ def performance_summary(results: dict) -> list[str]:
     for _, goal, _, shown, met in goals(results):
         lines.append(f"- {goal}: {shown}, {'met' if met else 'missed'}.")
     pipeline = results.get("pipeline")
-    if pipeline and pipeline.get("arithmetic_s"):
+    if pipeline and pipeline.get("make_run_s"):
         lines.append(
-            f"- The whole study after `prepare` (`dvc repro --force`, stage by "
-            f"stage): {pipeline['after_prepare_s']:.0f} s of wall time, of which "
-            f"{pipeline['arithmetic_s']:.0f} s are training arithmetic (the runs' "
-            f"`train_seconds`): a ratio of "
-            f"{pipeline['after_prepare_s'] / pipeline['arithmetic_s']:.1f}."
+            f"- `make run` on a fresh clone: {pipeline['make_run_s']:.0f} s (set-up "
+            f"{pipeline['setup_s']:.0f} s, data {pipeline['data_s']:.0f} s, the "
+            f"study {pipeline['study_s']:.0f} s for {pipeline['arithmetic_s']:.0f} s "
+            "of training arithmetic, the runs' `train_seconds`); "
+            f"{pipeline['jobs_copied']} jobs copied from another stage, not trained."
         )
     sweep = results.get("sweep")
     if sweep:
@@ -373,18 +429,25 @@ def write_report(results: dict, out: Path) -> None:
             f"runs, measured in a fresh interpreter: {fixed}.",
             "",
         ]
-    if "pipeline" in results:
+    if "pipeline" in results and "make_run_s" in results["pipeline"]:
         p = results["pipeline"]
-        stages = ", ".join(f"{k} {v:.1f} s" for k, v in p["stages_s"].items())
         lines += [
-            "## Pipeline",
+            "## `make run` on a fresh clone",
             "",
-            f"`dvc repro --force --single-item` per stage after `prepare`: {stages}; "
-            f"{p['after_prepare_s']:.0f} s in all, "
-            f"{p.get('arithmetic_s', float('nan')):.0f} s of it training arithmetic "
-            "(the sum of the runs' `train_seconds`).",
-            f"A 5-value softmax lambda multirun: {p['sweep_sequential_s']:.1f} s "
-            f"sequential, {p['sweep_2_jobs_s']:.1f} s with 2 joblib jobs.",
+            f"A `git clone` of this commit, every process with "
+            f"`PYTHONDONTWRITEBYTECODE=1`: set-up {p['setup_s']:.1f} s, "
+            f"`dvc repro prepare` {p['data_s']:.1f} s, `make run` {p['study_s']:.1f} s "
+            f"({p['arithmetic_s']:.1f} s of it training arithmetic, the sum of the "
+            f"runs' `train_seconds`; {p['jobs_copied']} jobs copied from another "
+            f"stage): {p['make_run_s']:.0f} s in all.",
+            "",
+        ]
+    if "single_ratio" in results.get("sweep", {}):
+        sw = results["sweep"]
+        lines += [
+            f"One default logistic run as a process: {fmt(sw['single_tracked_s'])} "
+            f"tracked, {fmt(sw['single_untracked_s'])} untracked, ratio "
+            f"{spread(sw['single_ratio'])}.",
             "",
         ]
     with atomic_write(out.with_suffix(".md"), "w") as handle:

