@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from threadpoolctl import threadpool_info
 
 from mnist_regression.common.config import AUTO_RATE, load_params, train_config
@@ -67,16 +68,22 @@ def machine() -> dict:
     }
 
 
+def settings(node) -> dict:
+    """A config section as plain values, its enums as their names."""
+    return OmegaConf.to_container(node, enum_to_str=True)
+
+
 def race(cfg, repeats: int) -> dict:
     """Time to the target test accuracy: ours, scikit-learn lbfgs, PyTorch SGD."""
     results = {}
     for kind, target in TARGETS.items():
         data = trainers.dataset(cfg.data.prepared_dir, kind)
-        schedule = Schedule(**cfg.optimizer)
-        entry: dict = {"target": target, "schedule": dict(cfg.optimizer)}
+        optimizer = settings(cfg.optimizer)
+        schedule = Schedule(**optimizer)
+        entry: dict = {"target": target, "schedule": optimizer}
         traces = [trainers.ours(data, kind, schedule, seed) for seed in range(repeats)]
         entry["ours"] = timings(traces, target)
-        auto = Schedule(**{**cfg.optimizer, "lr": AUTO_RATE})
+        auto = Schedule(**{**optimizer, "lr": AUTO_RATE})
         traces = [trainers.ours(data, kind, auto, seed) for seed in range(repeats)]
         rate = with_stable_rate(auto, data, Objective.of(kind)).lr
         entry["ours_auto"] = {**timings(traces, target), "lr": rate}
@@ -111,7 +118,7 @@ def rate_tradeoff(cfg) -> dict:
                 model = LinearModel.zeros(
                     kind, data.x["train"].shape[1], data.n_classes
                 )
-                schedule = Schedule(**{**cfg.optimizer, "lr": lr})
+                schedule = Schedule(**{**settings(cfg.optimizer), "lr": lr})
                 objective = Objective.of(kind, l2, cfg.model.bias.value)
                 schedule = with_stable_rate(schedule, data, objective)
                 rng = np.random.default_rng(cfg.seed)
