@@ -303,8 +303,10 @@ NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def timed(command: list[str], cwd: Path | None = None) -> float:
-    """Wall time of a command, in the project's own tracking store."""
+    """Wall time of a command, in the tracking store of the project in ``cwd``
+    (default: this one), with that project's .venv first on PATH."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{(cwd or ROOT) / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
     start = time.perf_counter()
     subprocess.run(
         command, check=True, capture_output=True, env={**env, **NO_BYTECODE}, cwd=cwd
@@ -469,7 +471,7 @@ def main() -> None:
             continue
         results[part] = measure_part(part, cfg, args.repeats)
         results["measured"][part] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    write_report(results, out)
+        write_report(results, out)  # after each part: a later failure keeps it
     update_summary(results, Path("docs/performance.md"))
 
 
