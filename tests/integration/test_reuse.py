@@ -43,7 +43,7 @@ def test_an_interrupted_stage_trains_only_its_unfinished_jobs_on_the_rerun(
     project = tmp_path / "project"
     project.mkdir()
     command = app.command(
-        "-m", "seed=0,1,2,3", "optimizer.max_epochs=40", *SLOW, "output_dir=out"
+        "-m", "seed=0,1,2,3", "optimizer.max_epochs=1000", *SLOW, "output_dir=out"
     )
     command.append(f"reuse_dir={tmp_path / 'reuse'}")
     stage = {"stages": {"train": {"cmd": shlex.join(command), "outs": ["out"]}}}

@@ -113,3 +113,29 @@ def test_the_default_store_is_where_plain_mlflow_looks(tmp_path, monkeypatch):
     session.client.log_text(new.info.run_id, "x", "note.txt")
     assert (tmp_path / "mlruns").is_dir()
     assert list((tmp_path / "mlruns").rglob("note.txt"))
+
+
+def test_a_signal_while_a_run_starts_ends_it_killed(tmp_path, monkeypatch):
+    """Ctrl-C after the store created the run but before it was ready to use:
+    the run ends KILLED, as one interrupted later would, not RUNNING."""
+    from omegaconf import OmegaConf
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = OmegaConf.create(
+        {"uri": uri, "experiment": "runs", "artifacts": False, "retry_seconds": 1}
+    )
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowRun, "_log_dataset", interrupted)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        MlflowRun(cfg, "job", {}, {}, tmp_path, {"name": "x"}),
+    ):
+        pass
+    client = MlflowClient(uri)
+    (record,) = client.search_runs(
+        [client.get_experiment_by_name("runs").experiment_id]
+    )
+    assert record.info.status == "KILLED"

@@ -189,6 +189,7 @@ class SweepRun:
                         **process_tags(),
                     },
                 ).info.run_id
+                self.run_id = run_id  # closed by close() from here on
                 for key, values in grid.items():
                     self.client.log_param(run_id, key, values)
         except Exception as err:
@@ -220,6 +221,7 @@ class SweepRun:
         if info.lifecycle_stage != "active" or info.status in ("FINISHED", "RUNNING"):
             return None  # done, or another living sweep's
         self.client.update_run(info.run_id, status="RUNNING")
+        self.run_id = info.run_id  # closed by close() from here on
         for key, value in process_tags().items():
             self.client.set_tag(info.run_id, key, value)
         unfinished = self.client.search_runs(

@@ -109,6 +109,17 @@ class MlflowRun(NullRun):
         self._warned = False
 
     def __enter__(self) -> MlflowRun:
+        try:
+            self._start()
+        except BaseException as err:
+            # a signal (or a refusal) once the run exists: end it as any run
+            # interrupted later, instead of leaving it RUNNING
+            if self.run_id is not None:
+                self.__exit__(type(err), err, err.__traceback__)
+            raise
+        return self
+
+    def _start(self) -> None:
         from mlflow.entities import RunTag
 
         session = open_session(self.target)
@@ -136,7 +147,6 @@ class MlflowRun(NullRun):
                 f"cannot start a run ({describe_failure(err)})",
                 "check the store, or set tracking.enabled=false to train without it",
             ) from None
-        return self
 
     def _log_dataset(self) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
