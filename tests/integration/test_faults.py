@@ -471,6 +471,21 @@ def test_signals_end_the_run_as_killed_keeping_every_point(
     steps = [point.step for point in history]
     assert len(steps) >= 2
     assert sorted(steps) == list(range(0, 2000 * len(steps), 2000))
+    # the output folder has the same evaluations, and says the run did not finish
+    # (a third signal may stop that writing too: its files are whole or absent)
+    metrics = out / "metrics.json"
+    if count < 3 or metrics.is_file():
+        record = json.loads(metrics.read_text())
+        assert record["status"] == "KILLED"
+        assert f"stopped by {name}" in record["failure_reason"]
+        rows = (out / "history.csv").read_text().splitlines()[1:]
+        epochs = [int(row.split(",")[1]) for row in rows]
+        # the same, but for the point that the signal may have caught between
+        # its two records
+        shared = min(len(epochs), len(steps))
+        assert epochs[:shared] == sorted(steps)[:shared]
+        assert abs(len(epochs) - len(steps)) <= 1
+        assert not (out / "weights.npz").exists()
 
 
 def test_sigterm_to_a_sweep_stops_its_workers(app):

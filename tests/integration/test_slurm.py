@@ -8,6 +8,7 @@ started and stopped by PID. `make test` installs the packages.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, wait_for
+from .conftest import HANG, free_port, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -102,6 +103,8 @@ def slurm(monkeypatch):
         wait_for(idle, "the SLURM node to be idle")
         yield home
     finally:
+        # no job outlives its cluster (a failed test may leave some training)
+        subprocess.run(["scancel", "--quiet", "--user=root"], check=False)
         for daemon in ("slurmd", "slurmctld", "munged"):
             stop(home / f"{daemon}.pid")
         shutil.rmtree(home, ignore_errors=True)
@@ -143,3 +146,51 @@ def test_a_request_the_cluster_cannot_meet_is_one_line(app, slurm):
     assert "sbatch: error" in result.stderr  # SLURM's own reason
     assert "error: sbatch refused the sweep's jobs" in result.stderr
     assert "mem_gb" in result.stderr
+
+
+def test_a_cancelled_sweep_returns_in_one_line_keeping_each_jobs_history(
+    app, slurm, tmp_path
+):
+    """`scancel` of a sweep's jobs on a cluster without job accounting (sacct
+    fails): the sweep notices they ended and says so in one line, instead of
+    waiting for ever; each job ends its run KILLED and writes its history."""
+    out = tmp_path / "out"
+    process = app.start(
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.timeout_min=5",
+        "model.l2=0,0.01",
+        "optimizer.max_epochs=1000000000",  # until cancelled
+        "optimizer.patience=1000000000",
+        "optimizer.lr=0.0001",
+        "optimizer.batch_size=null",
+        "optimizer.eval_every=200",
+        "tracking.artifacts=false",
+        f"output_dir={out}",
+        stderr=subprocess.PIPE,
+    )
+
+    def training() -> list:
+        runs = [r for r in app.jobs() if r.info.status == "RUNNING"]
+        return len(runs) == 2 and all(
+            len(app.client.get_metric_history(r.info.run_id, "epoch/val_loss")) >= 2
+            for r in runs
+        )
+
+    wait_for(training, "both jobs to train", process)
+    array = app.jobs()[0].data.tags["slurm.array_job_id"]
+    subprocess.run(["scancel", array], check=True)
+    process.wait(timeout=HANG)
+    err = process.stderr.read()
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "a job of the sweep ended without a result" in line
+    assert ".submitit" in line
+    jobs = app.jobs()
+    assert len(jobs) == 2 and {r.info.status for r in jobs} == {"KILLED"}
+    for folder in ("0", "1"):
+        metrics = json.loads((out / folder / "metrics.json").read_text())
+        assert metrics["status"] == "KILLED"
+        assert len((out / folder / "history.csv").read_text().splitlines()) >= 3

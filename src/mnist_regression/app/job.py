@@ -78,6 +78,10 @@ def run_job(cfg: DictConfig) -> float | None:
     if os.getpid() != _MAIN_PID:  # a joblib worker: signals end its run, then it
         cli.install_signal_handlers()
         cli.skip_final_collection()
+    elif os.environ.get("SUBMITIT_EXECUTOR") and not cli.handlers_installed():
+        # a submitit (SLURM) job, where SIGTERM is ignored: scancel ends its
+        # run KILLED, its history kept
+        cli.install_signal_handlers()
     overrides = list(hydra_cfg.overrides.task)
     tags = {"hydra_overrides": " ".join(overrides)}
     if multirun:

@@ -14,9 +14,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..common.cli import check_stop
+from ..common.cli import check_stop, shutting_down
 from ..common.config import AUTO_RATE
-from ..common.errors import DataError
+from ..common.errors import DataError, Terminated
 from ..common.io import save_json, save_npz, sha256_of
 from ..core.losses import TASKS
 from ..core.models import LinearModel, curvature_at_zero
@@ -203,6 +203,10 @@ def run_training(
         except DivergenceError as err:
             save_failure(out_dir, label, str(err), setup.resolved)
             raise
+        except (KeyboardInterrupt, Terminated) as err:
+            with shutting_down():  # the evaluations so far, as the MLflow run has
+                save_interrupted(out_dir, label, progress.history, setup.resolved, err)
+            raise
         seconds = time.perf_counter() - started  # the loop alone, evaluations included
         final = final_metrics(history)
         result = RunResult(
@@ -267,6 +271,7 @@ class Progress:
 
     def __init__(self, name: str, epochs: int, show: bool, run) -> None:
         self.run = run
+        self.history = History()  # what an interrupted run still writes
         self.bar = tqdm(total=epochs, disable=not show, unit="epoch")
         self.lines = ProgressLines(name, enabled=not show)
 
@@ -278,6 +283,7 @@ class Progress:
 
     def on_eval(self, epoch: int, values: dict[str, float]) -> None:
         check_stop()
+        self.history.append(epoch, values)
         self.run.log_epoch(epoch, values)
         self.bar.update(epoch - self.bar.n)
         self.bar.set_postfix(
@@ -305,6 +311,26 @@ def save_results(result: RunResult, directory: Path, label: str) -> str:
         },
     )
     return sha256_of(weights)
+
+
+def save_interrupted(
+    directory: Path, label: str, history: History, config: dict, err: BaseException
+) -> None:
+    """An interrupted run's ``history.csv`` (its evaluations so far) and a
+    ``metrics.json`` marking it KILLED; no weights: the job did not finish."""
+    (directory / "weights.npz").unlink(missing_ok=True)
+    if history.epoch:
+        write_histories(directory / "history.csv", [(label, history)])
+    reason = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
+    save_json(
+        directory / "metrics.json",
+        {
+            "run": label,
+            "status": "KILLED",
+            "failure_reason": f"stopped by {reason} after {history.epochs_run} epochs",
+            "config": config,
+        },
+    )
 
 
 def save_failure(directory: Path, label: str, reason: str, config: dict) -> None:

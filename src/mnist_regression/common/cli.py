@@ -75,6 +75,11 @@ def install_signal_handlers(forward: Callable[[int], None] | None = None) -> Non
 SHELLS = {"sh", "dash", "bash", "zsh", "fish", "ksh", "mksh"}
 
 
+def handlers_installed() -> bool:
+    """Whether SIGTERM goes through ``_handler`` in this process."""
+    return signal.getsignal(signal.SIGTERM) is _handler
+
+
 def end_with_parent(every: float = 0.5) -> None:
     """Send this process SIGTERM once the program that started it is gone: a
     stage whose ``dvc repro`` was killed, even with SIGKILL, ends its runs as
@@ -176,7 +181,7 @@ def main_guard(
 
     ``cleanup`` runs last in every case, sheltered from one more signal.
     """
-    if signal.getsignal(signal.SIGTERM) is not _handler:
+    if not handlers_installed():
         install_signal_handlers()
     skip_final_collection()
     try:
