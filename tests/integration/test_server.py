@@ -33,19 +33,14 @@ DB_PASSWORD = "database-password-for-the-test"
 
 
 def as_postgres(*command: str) -> None:
+    """``command`` as the postgres user, the password in its environment (never
+    on a command line: another test looks for it in every process's)."""
     subprocess.run(
-        [
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "env",
-            f"PGPASSWORD={DB_PASSWORD}",
-            *command,
-        ],
+        ["runuser", "-u", "postgres", "--", *command],
         check=True,
         capture_output=True,
         text=True,
+        env={**os.environ, "PGPASSWORD": DB_PASSWORD},
     )
 
 
