@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -77,6 +78,24 @@ def point_download_at(repo: Path, mirror: Path) -> None:
     data["download"].update(mirror=str(mirror), urls=[], npm_package=None)
     conf.write_text(yaml.safe_dump(data, sort_keys=False))
     run([sys.executable, "-m", "mnist_regression.params"], repo)
+
+
+def start_dvc_repro(project: Path, stage: dict, **env: str) -> subprocess.Popen:
+    """``dvc repro`` in the background, in a session of its own, in a new git and
+    DVC project ``project`` whose one stage ``train`` is ``stage``."""
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "dvc.yaml").write_text(json.dumps({"stages": {"train": stage}}))
+    environ = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env}
+    for step in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(step, cwd=project, check=True, env=environ)
+    return subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=project,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # signals to dvc (or its group) reach nothing else
+    )
 
 
 @pytest.fixture(autouse=True)

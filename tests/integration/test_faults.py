@@ -32,6 +32,7 @@ from .conftest import (  # noqa: F401
     REPO_ROOT,
     run,
     runs_of,
+    start_dvc_repro,
     store_contents,
     wait_for,
 )
@@ -525,21 +526,8 @@ def test_a_killed_dvc_repro_takes_its_stage_with_it(app, tmp_path, shell):
     command = app.command("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     command += ["model.l2=0,0.1,1,10", *LONG]
     project = tmp_path / "project"
-    project.mkdir()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env["SHELL"] = shell
-    for step in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(step, cwd=project, check=True, env=env)
-    stage = {"stages": {"train": {"cmd": shlex.join(command)}}}
-    (project / "dvc.yaml").write_text(json.dumps(stage))
-    dvc = subprocess.Popen(
-        [str(BIN / "dvc"), "repro"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # the stage is not in its group: only dvc dies
-    )
+    # dvc.kill() below signals dvc alone; the stage sees it gone
+    dvc = start_dvc_repro(project, {"cmd": shlex.join(command)}, SHELL=shell)
     wait_for(
         lambda: len([r for r in app.jobs() if r.info.status == "RUNNING"]) == 2,
         "two jobs to run",

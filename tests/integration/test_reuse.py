@@ -7,12 +7,11 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 
 import numpy as np
 import pytest
 
-from .conftest import BIN, run, wait_for
+from .conftest import BIN, run, start_dvc_repro, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,24 +40,11 @@ def test_an_interrupted_stage_trains_only_its_unfinished_jobs_on_the_rerun(
     again: the two finished jobs are copied back (same runs, not retrained),
     the others train, and one parent run holds the four jobs once."""
     project = tmp_path / "project"
-    project.mkdir()
     command = app.command(
         "-m", "seed=0,1,2,3", "optimizer.max_epochs=1000", *SLOW, "output_dir=out"
     )
     command.append(f"reuse_dir={tmp_path / 'reuse'}")
-    stage = {"stages": {"train": {"cmd": shlex.join(command), "outs": ["out"]}}}
-    (project / "dvc.yaml").write_text(json.dumps(stage))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for step in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(step, cwd=project, check=True, env=env)
-    dvc = subprocess.Popen(
-        [str(BIN / "dvc"), "repro"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    dvc = start_dvc_repro(project, {"cmd": shlex.join(command), "outs": ["out"]})
 
     def third_job_training() -> bool:
         statuses = [r.info.status for r in app.jobs()]

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 def test_the_environment_is_put_back(tmp_path, monkeypatch, before):
     """``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which a later run
     of the same process, or a child process, would take for its own target."""
+    monkeypatch.chdir(tmp_path)  # where a relative store would be made
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(key, raising=False)
     if before:
