@@ -24,11 +24,11 @@ import numpy as np
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_info
 
-from mnist_regression.common.config import AUTO_RATE, load_params, train_config
+from mnist_regression.common.config import load_params, train_config
 from mnist_regression.core.models import LinearModel
 from mnist_regression.core.objective import Objective
 from mnist_regression.core.passes import FusedPasses
-from mnist_regression.core.training import Dataset, Schedule, train, with_stable_rate
+from mnist_regression.core.training import Dataset, Schedule, train
 
 from . import trainers
 from .report import PARTS, update_summary, write_report
@@ -83,17 +83,17 @@ def race(cfg, repeats: int) -> dict:
         entry: dict = {"target": target, "schedule": optimizer}
         traces = [trainers.ours(data, kind, schedule, seed) for seed in range(repeats)]
         entry["ours"] = timings(traces, target)
-        auto = Schedule(**{**optimizer, "lr": AUTO_RATE})
-        traces = [trainers.ours(data, kind, auto, seed) for seed in range(repeats)]
-        rate = with_stable_rate(auto, data, Objective.of(kind)).lr
-        entry["ours_auto"] = {**timings(traces, target), "lr": rate}
+        # the plain steps the averaged defaults replaced, as PyTorch's SGD takes them
+        plain = Schedule(**{**optimizer, **settings(cfg.study.plain)})
+        traces = [trainers.ours(data, kind, plain, seed) for seed in range(repeats)]
+        entry["ours_plain"] = {**timings(traces, target), "lr": plain.lr}
         sk_trace, converged = trainers.sklearn_lbfgs(data, target, repeats)
         entry["sklearn"] = {**timings([sk_trace], target), "converged": converged}
         seconds = converged["seconds_to_target"]
         entry["sklearn"]["time_to_target"] = summary(seconds) if seconds else None
         try:
             torch_traces = [
-                trainers.torch_sgd(data, kind, schedule, target, seed)
+                trainers.torch_sgd(data, kind, plain, target, seed)
                 for seed in range(repeats)
             ]
             entry["torch"] = timings(torch_traces, target)
@@ -102,31 +102,6 @@ def race(cfg, repeats: int) -> dict:
         results[kind] = entry
         reached = {k: entry[k] and entry[k]["time_to_target"] for k in trainers.NAMES}
         print(f"race {kind}: {reached}")
-    return results
-
-
-def rate_tradeoff(cfg) -> dict:
-    """Best validation accuracy over the study's lambda grid, at the default rate
-    and at lr=auto (1 / (L + lambda)): what the stable rate costs the sweeps."""
-    grid = [float(v) for v in str(cfg.study.l2_grid).split(",")]
-    results: dict = {"l2": grid}
-    for kind in TARGETS:
-        data = trainers.dataset(cfg.data.prepared_dir, kind)
-        for lr in (cfg.optimizer.lr, AUTO_RATE):
-            accuracies = []
-            for l2 in grid:
-                model = LinearModel.zeros(
-                    kind, data.x["train"].shape[1], data.n_classes
-                )
-                schedule = Schedule(**{**settings(cfg.optimizer), "lr": lr})
-                objective = Objective.of(kind, l2, cfg.model.bias.value)
-                schedule = with_stable_rate(schedule, data, objective)
-                rng = np.random.default_rng(cfg.seed)
-                history = train(model, data, schedule, rng, objective)
-                accuracies.append(history.at(history.best_epoch)["val_accuracy"])
-            name = f"{kind} lr={lr:g}" if lr != AUTO_RATE else f"{kind} lr=auto"
-            results[name] = accuracies
-            print(f"tradeoff {name}: {accuracies}")
     return results
 
 
@@ -314,15 +289,22 @@ def timed(command: list[str], cwd: Path | None = None) -> float:
     return time.perf_counter() - start
 
 
-def arithmetic_seconds(store: Path) -> float:
+def arithmetic_seconds(store: Path) -> tuple[float, float]:
     """The training arithmetic of the study's runs in the SQLite store ``store``:
-    the sum of their ``train_seconds`` (a copied job has none: nothing trained)."""
+    the sum of their ``train_seconds`` (a copied job has none: nothing trained),
+    and the part of it in the runs of the seed study's presets."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("mnist-regression")
     runs = client.search_runs([experiment.experiment_id], max_results=10_000)
-    return sum(run.data.metrics.get("train_seconds", 0.0) for run in runs)
+    total = seed = 0.0
+    for run in runs:
+        seconds = run.data.metrics.get("train_seconds", 0.0)
+        total += seconds
+        if any(k.startswith(("seed_study.", "seed_code.")) for k in run.data.params):
+            seed += seconds
+    return total, seed
 
 
 def pipeline() -> dict:
@@ -342,7 +324,8 @@ def pipeline() -> dict:
             "study_s": timed(["make", "-s", "run"], clone),
         }
         result["make_run_s"] = sum(result.values())
-        result["arithmetic_s"] = arithmetic_seconds(clone / "mlflow.db")
+        arithmetic = arithmetic_seconds(clone / "mlflow.db")
+        result["arithmetic_s"], result["seed_arithmetic_s"] = arithmetic
         stages = (clone / "multirun" / "dvc").glob("*/[0-9]*/train.log")
         result["jobs_copied"] = sum("outputs reused" in p.read_text() for p in stages)
     print(f"pipeline: {result}")
@@ -429,8 +412,6 @@ def measure_part(part: str, cfg, repeats: int):
         return tracked_sweep(repeats)
     if part == "race":
         return race(cfg, repeats)
-    if part == "tradeoff":
-        return rate_tradeoff(cfg)
     if part == "floor":
         return hardware_floor(cfg, repeats)
     if part == "scaling":

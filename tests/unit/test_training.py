@@ -11,6 +11,7 @@ from mnist_regression.core.training import (
     Schedule,
     evaluate,
     train,
+    with_stable_rate,
 )
 
 
@@ -276,3 +277,68 @@ def test_training_is_correct_from_any_starting_weights(kind, batch_size):
         weights = start.weights - lr * grad_w
         bias = start.bias - lr * grad_b
         assert after == pytest.approx(plain_loss(weights, bias, "val"), rel=1e-5)
+
+
+def test_an_averaged_epoch_ends_with_the_mean_of_its_steps():
+    """average=epoch: the model holds the mean of the epoch's iterates, while the
+    steps go on from the last iterate, exactly as the plain run takes them."""
+    data = blobs("softmax")
+    kind, lr, batch = "softmax", 0.5, 100  # 300 examples: three steps an epoch
+    objective = Objective.of(kind, 0.1)
+    rng = np.random.default_rng(0)
+    iterate = LinearModel.zeros(kind, 6, data.n_classes)
+    means = []
+    for _ in range(2):  # two epochs by hand
+        order = rng.permutation(300)
+        w, b = [], []
+        for start in range(0, 300, batch):
+            idx = order[start : start + batch]
+            grad_w, grad_b = objective.gradient(
+                iterate, data.x["train"][idx], data.t["train"][idx]
+            )
+            iterate.weights -= lr * grad_w
+            iterate.bias -= lr * grad_b
+            w.append(iterate.weights.astype(np.float64))
+            b.append(iterate.bias.astype(np.float64))
+        means.append((np.mean(w, axis=0), np.mean(b, axis=0)))
+    seen = []
+    model = LinearModel.zeros(kind, 6, data.n_classes)
+    schedule = Schedule(lr, batch, 0.0, max_epochs=2, patience=9, average="epoch")
+    train(
+        model,
+        data,
+        schedule,
+        np.random.default_rng(0),
+        objective,
+        lambda epoch, values: seen.append((model.weights.copy(), model.bias.copy())),
+    )
+    for (weights, bias), (mean_w, mean_b) in zip(seen[1:], means, strict=True):
+        np.testing.assert_allclose(weights, mean_w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bias, mean_b, rtol=1e-5, atol=1e-6)
+    plain = LinearModel.zeros(kind, 6, data.n_classes)
+    fitted = Schedule(lr, batch, 0.0, max_epochs=2, patience=9, restore_best=False)
+    train(plain, data, fitted, np.random.default_rng(0), objective)
+    np.testing.assert_allclose(plain.weights, iterate.weights, rtol=1e-5, atol=1e-6)
+
+
+def test_averaging_a_full_batch_changes_nothing():
+    _, plain, _ = fit(lr=0.3, batch_size=None, max_epochs=5, patience=9)
+    _, averaged, _ = fit(
+        lr=0.3, batch_size=None, max_epochs=5, patience=9, average="epoch"
+    )
+    assert plain.metrics == averaged.metrics
+
+
+@pytest.mark.parametrize("batch_size, share", [(32, 2.0), (None, 1.0)])
+def test_the_auto_rate_sits_at_the_edge_of_stability_only_when_averaged(
+    batch_size, share
+):
+    data = blobs("softmax")
+    l2 = 0.3
+    x = np.hstack([data.x["train"], np.ones((300, 1), np.float32)]).astype(np.float64)
+    top = np.linalg.eigvalsh(x.T @ x / 300)[-1] / data.n_classes  # L at w = 0
+    schedule = Schedule("auto", batch_size, 0.0, 10, 3, average="epoch")
+    rate = with_stable_rate(schedule, data, Objective.of("softmax", l2)).lr
+    assert rate == pytest.approx(share / (top + l2), rel=1e-4)
+    _, history, _ = fit(lr=rate, batch_size=batch_size, l2=l2, average="epoch")
+    assert history.stop_reason  # converged or stopped, without diverging

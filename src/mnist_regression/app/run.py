@@ -121,7 +121,8 @@ def set_up(cfg: DictConfig) -> Setup:
     warn_if_penalty_dominates(data, kind, objective.l2)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if cfg.optimizer.lr == AUTO_RATE:  # logged and saved: the rate used
-        log.info("optimizer.lr=auto: 1 / (L + model.l2) = %.4g", schedule.lr)
+        share = "2" if schedule.averaged(len(data.x["train"])) else "1"
+        log.info("optimizer.lr=auto: %s / (L + model.l2) = %.4g", share, schedule.lr)
         resolved["optimizer"]["lr"] = schedule.lr
     labels = class_labels(cfg, kind, data.n_classes)
     return Setup(kind, task, arrays, data, model, objective, schedule, labels, resolved)

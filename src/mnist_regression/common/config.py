@@ -44,6 +44,14 @@ class StopWhen(Enum):
     rising = "rising"
 
 
+class Average(Enum):
+    """Which weights a mini-batch run evaluates, keeps and ends with
+    (``core.training``)."""
+
+    none = "none"  # the last step's
+    epoch = "epoch"  # the mean of the epoch's steps (Polyak-Ruppert)
+
+
 class Monitor(Enum):
     """What early stopping watches on the validation set (``core.training``)."""
 
@@ -88,8 +96,9 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    # a rate > 0, or "auto": 1 / (L + model.l2) from the training data (stable_rate)
+    # a rate > 0, or "auto": from the curvature L of the training data (stable_rate)
     lr: Any = MISSING
+    average: Average = MISSING
     batch_size: int | None = MISSING
     anneal_k: float = MISSING
     patience: int = MISSING
@@ -163,6 +172,14 @@ class TrackingConfig:
 
 
 @dataclass
+class PlainStepsConfig:
+    """The optimizer settings the averaged default replaced (the l2_plain stage)."""
+
+    lr: float = MISSING
+    average: Average = MISSING
+
+
+@dataclass
 class StudyConfig:
     lr_grid: str = MISSING
     anneal_grid: str = MISSING
@@ -170,6 +187,7 @@ class StudyConfig:
     seeds: str = MISSING
     sweep_seeds: str = MISSING
     seed_batches: str = MISSING
+    plain: PlainStepsConfig = field(default_factory=PlainStepsConfig)
     n_jobs: int = MISSING
     results_dir: str = MISSING
     reports_dir: str = MISSING
@@ -282,7 +300,7 @@ def check_training(cfg: DictConfig) -> None:
     require(
         lr == AUTO_RATE or (number and lr > 0),
         "optimizer.lr",
-        f"must be > 0, or {AUTO_RATE} (1 / (L + model.l2), a stable rate), got {lr}",
+        f"must be > 0, or {AUTO_RATE} (a stable rate from the data), got {lr}",
     )
     require(cfg.model.l2 >= 0, "model.l2", f"must be >= 0, got {cfg.model.l2}")
     for key, value in (

@@ -101,7 +101,11 @@ def curvature_at_zero(
     return LOSSES[kind].curvature_factor(n_classes) * eigenvalue
 
 
-def stable_rate(x: np.ndarray, kind: str, n_classes: int, l2: float) -> float:
+def stable_rate(
+    x: np.ndarray, kind: str, n_classes: int, l2: float, edge: bool = False
+) -> float:
     """``optimizer.lr=auto``: 1 / (L + l2), half the largest rate at which gradient
-    descent from w = 0 is stable (``curvature_at_zero``); it falls as l2 grows."""
-    return 1.0 / (curvature_at_zero(x, kind, n_classes) + l2)
+    descent from w = 0 is stable (``curvature_at_zero``); with ``edge``, that
+    largest rate itself, 2 / (L + l2), where averaged steps damp the oscillation.
+    It falls as l2 grows."""
+    return (2.0 if edge else 1.0) / (curvature_at_zero(x, kind, n_classes) + l2)

@@ -22,7 +22,7 @@ from ..core.stats import mean_interval
 from ..data.prepare import PIXEL_MAX, load_task, pair_name
 from ..figures.drawing import save
 from ..tracking.target import project_root
-from . import figures, original, paired
+from . import averaging, figures, original, paired
 from .original import Protocol, Reading, accuracies, over_seeds
 
 # Significant digits of the committed numbers (details.json, plot data): float32
@@ -174,11 +174,13 @@ def settings(job: Job) -> str:
         else f"patience {opt['patience']} on the {watched}"
     )
     keep = "" if opt["restore_best"] else ", last weights kept"
+    if opt.get("average") == "epoch" and opt["batch_size"] is not None:
+        batch += " averaged over each epoch"
     model, scale = job.config["model"], job.config["data"]["scale"]
     pixels = "" if scale == PIXEL_MAX else f", pixels / {scale:g}"
     bias = {"free": "", "penalised": ", bias penalised", "none": ", no bias"}
     return (
-        f"lr {opt['lr']:g}{anneal}, {batch}, {limit}, {stop}{keep}, "
+        f"lr {opt['lr']:.3g}{anneal}, {batch}, {limit}, {stop}{keep}, "
         f"lambda {model['l2']:g}{bias[model['bias']]}{pixels}"
     )
 
@@ -585,6 +587,9 @@ def build_report(cfg: DictConfig) -> dict:
         metrics[name] = sweep_metrics(
             stages[name], training[name].varies, replicated.get(name)
         )
+    n_val = {model: len(data[model]["t_val"]) for model in LOSSES}
+    l2_sweeps = {model: replicated[f"{model}_l2"] for model in LOSSES}
+    metrics["averaging"] = averaging.compare(l2_sweeps, stages["l2_plain"], n_val)
     families = paired_families(stages, readings, protocols, data)
     metrics["paired"] = {
         f.title: {"stage": f.stage, "task": f.task, "tests": [vars(t) for t in f.tests]}
@@ -604,6 +609,15 @@ def build_report(cfg: DictConfig) -> dict:
         stages, metrics, protocols, models["softmax"], data, pair, reports / "figures"
     )
     section = comparison(metrics, readings, models, protocols)
+    plain = stages["l2_plain"][0].config["optimizer"]
+    section += [
+        "",
+        *averaging.section(
+            metrics["averaging"],
+            n_val,
+            f"`optimizer.lr={plain['lr']:g}`, `optimizer.average={plain['average']}`",
+        ),
+    ]
     section += ["", *paired_section(families)]
     write_markdown(reports / "results.md", section, described, failed)
     return metrics
