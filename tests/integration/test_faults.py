@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -418,6 +419,74 @@ def test_an_unwritable_artifact_store_keeps_the_artifacts(app, tmp_path):
     assert len(client.get_metric_history(record.info.run_id, "epoch/val_loss")) == 3
     assert (out / "mlflow-pending" / "artifacts" / "weights_grid.png").is_file()
     assert "kept" in result.stderr and "replay" in result.stderr
+
+
+# The app with the disk of its output folder filled once its first epoch is
+# evaluated: a real tmpfs, filled to ENOSPC with zeros, while the run trains on.
+FILL_DISK_AT_FIRST_EPOCH = """
+import runpy, sys
+from mnist_regression.app import run
+
+fill, sys.argv = sys.argv[1], sys.argv[:1] + sys.argv[2:]
+on_eval = run.Progress.on_eval
+
+
+def filling(self, epoch, values):
+    on_eval(self, epoch, values)
+    if epoch == 1:
+        with open(fill, "wb") as handle:
+            try:
+                while True:
+                    handle.write(bytes(1 << 20))
+                    handle.flush()
+            except OSError:
+                pass
+
+
+run.Progress.on_eval = filling
+runpy.run_module("mnist_regression.train", run_name="__main__")
+"""
+
+
+def test_a_disk_that_fills_during_the_run_keeps_the_outputs_elsewhere(app, tmp_path):
+    """The output folder passes the free-space check, then its disk fills while
+    the run trains: the weights, history and metrics are written elsewhere, and
+    one line says where."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "fill_disk.py"
+    script.write_text(FILL_DISK_AT_FIRST_EPOCH)
+    command = app.command("optimizer.max_epochs=3", f"output_dir={disk / 'run'}")
+    command = [command[0], str(script), str(disk / "filler"), *command[3:]]
+    inner = (
+        f"mount -t tmpfs -o size=20m tmpfs {shlex.quote(str(disk))} || exit 77; "
+        + shlex.join(command)
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", inner],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode == 77 or "unshare failed" in result.stderr:
+        pytest.skip(f"no private tmpfs here: {result.stderr.strip()}")
+    no_traceback(result.stderr)
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "cannot write the outputs to" in line and "No space left" in line
+    kept = Path(re.search(r"kept in (\S+):", line).group(1))
+    try:
+        assert {"weights.npz", "history.csv", "metrics.json"} <= {
+            p.name for p in kept.iterdir()
+        }
+        metrics = json.loads((kept / "metrics.json").read_text())
+        assert metrics["epochs_run"] == 3
+        (record,) = app.runs()
+        assert record.info.status != "RUNNING"
+        history = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
+        assert len(history) == 4  # epochs 0-3, every point kept
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
 
 
 def test_a_run_whose_process_died_is_marked_killed(app, tmp_path):
