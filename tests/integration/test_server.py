@@ -251,6 +251,75 @@ def test_a_sweep_logs_to_the_server_and_reads_back(app, data_cfg, server, monkey
     assert "note" not in alice.get_run(job.info.run_id).data.tags
 
 
+def as_user(user: str) -> dict[str, str]:
+    password = ADMIN_PASSWORD if user == "admin" else USERS[user]
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+
+
+def test_a_teammate_is_told_how_to_get_in_and_trains_once_added(app, server):
+    """bob's run in the experiment alice's run created is refused (403) before
+    it trains, with one line naming the command that lets him in; once the admin
+    runs it, his runs land in the same experiment."""
+    command = [
+        arg if not arg.startswith("tracking.uri=") else f"tracking.uri={server}"
+        for arg in app.command("optimizer.max_epochs=1")
+    ]
+
+    def train(user: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            command, env=as_user(user), capture_output=True, text=True
+        )
+
+    assert train("alice").returncode == 0
+    refused = train("bob")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert "user 'bob' may not write runs to the experiment 'mnist-regression'" in line
+    team = [sys.executable, "-m", "mnist_regression.tracking.team"]
+    grant = line.split("`")[1].split()  # the command the message names
+    assert grant[:3] == ["python", "-m", "mnist_regression.tracking.team"]
+    done = subprocess.run(
+        [*team, *grant[3:]], env=as_user("admin"), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'mnist-regression-editors' (EDIT): bob" in done.stdout
+    assert train("bob").returncode == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server)  # as the admin (the served fixture's login)
+    experiment = client.get_experiment_by_name("mnist-regression")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    not_admin = subprocess.run(
+        [*team, "--tracking-uri", server, "alice"],
+        env=as_user("bob"),
+        capture_output=True,
+        text=True,
+    )
+    assert not_admin.returncode == 1 and "run it as an admin" in not_admin.stderr
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["file:///etc", "/srv/elsewhere", "s3://a-bucket/x", "mlflow-artifacts:/../x"],
+)
+def test_experiments_keep_their_artifacts_under_the_servers_root(
+    server, monkeypatch, location
+):
+    from mlflow.exceptions import MlflowException
+
+    alice = client_as(server, "alice", monkeypatch)
+    with pytest.raises(MlflowException, match="is refused"):
+        alice.create_experiment("elsewhere", artifact_location=location)
+    assert alice.get_experiment_by_name("elsewhere") is None
+    made = alice.get_experiment(alice.create_experiment("at-home"))
+    assert made.artifact_location.startswith("mlflow-artifacts:")
+
+
 def as_alice() -> dict[str, str]:
     return {
         **os.environ,

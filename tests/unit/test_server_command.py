@@ -62,3 +62,21 @@ def test_a_database_password_on_the_command_line_is_refused(tmp_path, option):
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert option in line and "PGPASSFILE" in line and "secret" not in line
+
+
+@pytest.mark.parametrize(
+    ("location", "refused"),
+    [
+        (None, False),
+        ("mlflow-artifacts:/team/run", False),
+        ("mlflow-artifacts:/../elsewhere", True),
+        ("mlflow-artifacts://other-host/x", True),
+        ("file:///etc", True),
+        ("/srv/mlflow", True),
+        ("s3://a-bucket/x", True),
+    ],
+)
+def test_an_experiment_keeps_its_artifacts_under_the_servers_root(location, refused):
+    from mnist_regression.tracking.team_app import refusal
+
+    assert bool(refusal(location)) is refused

@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..common.errors import UserError
+from .provenance import study_experiment
 from .session import log_params, metric_batches
 from .target import (
     Target,
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         dest="source",
         help="the source's tracking URI (default: the project's SQLite store)",
     )
-    parser.add_argument("--experiment", default="mnist-regression")
+    parser.add_argument("--experiment", default=study_experiment())
     args = parser.parse_args(argv)
 
     def run() -> None:

@@ -31,6 +31,13 @@ from ..common.config import plain
 # DVC, $DVC_ROOT is the workspace being run instead).
 CONF = Path(__file__).resolve().parents[3] / "conf"
 ENTRY_POINT = "mnist_regression.train"
+
+
+def study_experiment() -> str:
+    """The experiment the study's runs go to (``tracking.experiment`` in conf/)."""
+    return str(OmegaConf.load(CONF / "tracking" / "mlflow.yaml").experiment)
+
+
 WEIGHTS_TAG = "weights_sha256"
 REUSED_TAG = "reused_from"
 # Settings shown in run names when they differ from conf/, with their short name.

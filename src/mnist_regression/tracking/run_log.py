@@ -194,7 +194,7 @@ class SweepRun:
                     self.client.log_param(run_id, key, values)
         except Exception as err:
             check_stop()  # an interrupt that a library turned into another error
-            raise target.fail(
+            raise target.refused(err, str(tracking.experiment)) or target.fail(
                 f"cannot start the sweep's run ({describe_failure(err)})",
                 "check the store, or set tracking.enabled=false",
             ) from None

@@ -10,15 +10,18 @@ with ``ps``, nor in git)::
         --artifacts-destination /srv/mlflow/artifacts \\
         --host 0.0.0.0 --port 5000 --allowed-hosts 'localhost:*,mlflow.example.org:*'
 
-It becomes ``mlflow server --app-name basic-auth`` with artifacts served through
-the server (clients need no storage credentials) and MLflow's job workers off.
+It becomes ``mlflow server --app-name mnist-regression`` (``team_app``: MLflow's
+basic-auth, with every experiment's artifacts under the server's root) with
+artifacts served through the server (clients need no storage credentials) and
+MLflow's job workers off.
 The database URIs carry no password: PostgreSQL's client takes it from
 ``PGPASSFILE`` (or ``PGPASSWORD`` in the environment); a URI with one is refused.
 The runs' database reaches ``mlflow server`` through its environment
 (``MLFLOW_BACKEND_STORE_URI``), the basic-auth settings through a 0600 file that
 is removed when the server stops. Users and permissions live in ``--auth-db``;
-the admin, created on the first
-start, adds users (``mlflow.server.get_app_client("basic-auth", ...)``). Clients
+the admin, created on the first start, adds users
+(``mlflow.server.get_app_client("basic-auth", ...)``) and lets them write to the
+study's experiment (``python -m mnist_regression.tracking.team``). Clients
 switch with ``MLFLOW_TRACKING_URI=http://HOST:PORT`` and log in with
 ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
 """
@@ -37,6 +40,14 @@ from pathlib import Path
 from ..common.errors import ConfigError
 
 PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+# MLflow's basic-auth, experiments' artifacts kept under the server's root
+# (tracking.team_app, registered under mlflow.app in pyproject.toml)
+APP = "mnist-regression"
+# The admin user and the users' database, made once before the workers start
+# (MLflow's CLI does it only for its own app name)
+BOOTSTRAP = (
+    "from mlflow.server.auth import bootstrap_admin_user; bootstrap_admin_user()"
+)
 
 
 def auth_config(auth_db: str, default_permission: str) -> Path:
@@ -92,7 +103,7 @@ def command(args: argparse.Namespace) -> list[str]:
         "mlflow",
         "server",
         "--app-name",
-        "basic-auth",
+        APP,
         "--artifacts-destination",
         args.artifacts_destination,
         "--serve-artifacts",
@@ -152,6 +163,15 @@ def main(argv: list[str] | None = None) -> None:
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
         print(f"MLflow server for http://{args.host}:{args.port}", flush=True)
+        boot = subprocess.run(
+            [sys.executable, "-c", BOOTSTRAP], env=env, capture_output=True, text=True
+        )
+        if boot.returncode != 0:
+            last = (boot.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ConfigError(
+                f"cannot prepare the users' database or the admin ({last}): check "
+                "--auth-db, its password's place (PGPASSFILE) and the admin password"
+            )
         server = subprocess.Popen(command(args), env=env)
         try:
             status = server.wait()

@@ -23,6 +23,7 @@ from ..common.cli import main_guard
 from ..common.errors import DataError, UserError
 from .liveness import mark_stale_runs
 from .pending import pending_folders, replay
+from .provenance import study_experiment
 from .session import open_session
 from .target import Target, resolve_target
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     show = sub.add_parser(
         "ui", help="start `mlflow ui` opened on the experiment's runs"
     )
-    show.add_argument("--experiment", default="mnist-regression")
+    show.add_argument("--experiment", default=study_experiment())
     show.add_argument("--host", default="127.0.0.1")
     show.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)

@@ -58,6 +58,30 @@ class Target:
             f"tracking store {self.uri} ({self.setting}): {problem}; {fix}"
         )
 
+    def refused(self, err: BaseException, experiment: str) -> StoreError | None:
+        """The StoreError of a server that refused the user (401) or its writes
+        to ``experiment`` (403), naming who and what lets them in; else None."""
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        code = getattr(err, "error_code", "")
+        text = str(err)
+        if code == "UNAUTHENTICATED" or "error code 401" in text:
+            return self.fail(
+                f"the server refused the login of {user or 'an anonymous client'} "
+                "(401)",
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an "
+                "account of the server",
+            )
+        if code == "PERMISSION_DENIED" or "error code 403" in text:
+            return self.fail(
+                f"user {user!r} may not write runs to the experiment {experiment!r} "
+                "(403: another user created it, and the server grants others READ)",
+                "an admin of the server adds the user to the experiment's editors "
+                "with `python -m mnist_regression.tracking.team --tracking-uri "
+                f"{self.uri} --experiment {experiment} {user}`, or log to an "
+                "experiment of your own with tracking.experiment=NAME",
+            )
+        return None
+
 
 def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()

@@ -143,7 +143,8 @@ class MlflowRun(NullRun):
                 self._log_dataset()
         except Exception as err:
             check_stop()  # an interrupt that a library turned into another error
-            raise self.target.fail(
+            refused = self.target.refused(err, str(self.cfg.experiment))
+            raise refused or self.target.fail(
                 f"cannot start a run ({describe_failure(err)})",
                 "check the store, or set tracking.enabled=false to train without it",
             ) from None
