@@ -23,7 +23,15 @@ def profile(cfg, batch: int | None, epochs: int, evaluate: bool) -> Profiler:
     """pyinstrument's profile of ``epochs`` epochs of softmax regression."""
     data = dataset(cfg.data.prepared_dir, "softmax")
     every = 1 if evaluate else epochs
-    schedule = Schedule(cfg.optimizer.lr, batch, 0.0, epochs, 10**6, every)
+    schedule = Schedule(
+        cfg.optimizer.lr,
+        batch,
+        0.0,
+        epochs,
+        10**6,
+        every,
+        average=cfg.optimizer.average.value,
+    )
     model = LinearModel.zeros("softmax", data.x["train"].shape[1], data.n_classes)
     profiler = Profiler(interval=0.0005)
     with profiler:

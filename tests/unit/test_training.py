@@ -342,3 +342,12 @@ def test_the_auto_rate_sits_at_the_edge_of_stability_only_when_averaged(
     assert rate == pytest.approx(share / (top + l2), rel=1e-4)
     _, history, _ = fit(lr=rate, batch_size=batch_size, l2=l2, average="epoch")
     assert history.stop_reason  # converged or stopped, without diverging
+
+
+def test_a_schedule_at_lr_auto_trains_at_its_stable_rate():
+    data = blobs("softmax")
+    schedule = Schedule("auto", 32, 0.0, 3, 9, average="epoch")
+    model = LinearModel.zeros("softmax", 6, data.n_classes)
+    history = train(model, data, schedule, np.random.default_rng(0))
+    rate = with_stable_rate(schedule, data, Objective.of("softmax")).lr
+    assert history.metrics["learning_rate"] == [rate] * 4

@@ -214,12 +214,14 @@ def train(
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
     """Minimise ``objective`` (default: the model's loss alone) from the model's
-    current weights, in place; on return it holds the best weights seen.
+    current weights, in place; on return it holds the best weights seen. A
+    schedule at ``lr=auto`` gets its rate from ``with_stable_rate``.
 
     Overflow or an invalid value anywhere in the arithmetic raises at once and
     becomes a DivergenceError, instead of warning and carrying NaN along.
     """
     objective = objective or Objective.of(model.kind)
+    schedule = with_stable_rate(schedule, data, objective)  # lr=auto: its rate
     progress = {"epoch": 0}
     try:
         with np.errstate(over="raise", invalid="raise", divide="raise"):
