@@ -191,14 +191,16 @@ def why_missed(name: str, results: dict) -> str:
     if name in ("sweep", "single") and "fixed" in sweep:
         fixed = sweep["fixed"]
         paid = sum(fixed.values())
+        untracked = sweep["untracked_s" if name == "sweep" else "single_untracked_s"]
+        whole = "sweep" if name == "sweep" else "run"
         return (
             f"a tracked process pays {paid:.1f} s once (MLflow's import "
             f"{fixed['mlflow_import_s']:.2f} s, the store "
             f"{fixed['store_open_s']:.2f} s, the package scan before a logged "
             f"model {fixed['package_scan_s']:.2f} s) against "
-            f"{sweep['untracked_s']['median']:.1f} s for the whole untracked "
-            "sweep. Next: a writer process started before training's imports, "
-            "fed by a queue"
+            f"{untracked['median']:.2f} s for the whole untracked {whole}. "
+            "Next: a writer process started before training's imports, fed by "
+            "a queue"
         )
     return ""
 

@@ -439,6 +439,11 @@ def main() -> None:
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     parser.add_argument("--out", default="reports/benchmarks")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: write the report from the last results",
+    )
     args = parser.parse_args()
     cfg = train_config(load_params())
     out = Path(args.out)
@@ -447,12 +452,13 @@ def main() -> None:
     results = json.loads(previous.read_text()) if previous.is_file() else {}
     results["machine"] = machine()
     results.setdefault("measured", {})
-    for part in args.only or PARTS:
+    for part in [] if args.render else args.only or PARTS:
         if part in args.skip:
             continue
         results[part] = measure_part(part, cfg, args.repeats)
         results["measured"][part] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         write_report(results, out)  # after each part: a later failure keeps it
+    write_report(results, out)
     update_summary(results, Path("docs/performance.md"))
 
 
