@@ -112,6 +112,18 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     ]
     assert 0 < int(reading[2].replace(",", "")) <= 1000  # softmax: 1,000 steps
     assert "#### 10 digits: the lambdas of `train@softmax_l2`" in report
+    # the averaged default against the plain steps, at every lambda over the seeds
+    assert "### The default optimizer against the plain steps it replaced" in report
+    for model in ("logistic", "softmax"):
+        compared = metrics["averaging"][model]
+        assert set(compared) == {"l2=0", "l2=0.1"}
+        for row in compared.values():
+            assert row["seeds"] == 2
+            assert row["verdict"] in {
+                "within the noise",
+                "gain beyond the noise",
+                "loss beyond the noise",
+            }
     assert "the code before delivery (00fe67a)" in report
     assert all(f"figures/{name}" in report for name in FIGURES)
     assert "<script" in (repo / "reports" / "plots_template.html").read_text()
@@ -119,7 +131,9 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
     assert headline["softmax"]["test"] == round(mean, 4)
 
     runs = mlflow_runs(repo)
-    assert len(runs) == 4 + 4 + 4 + 2 + 2 + 4 + 4  # one per trained model
+    # one per trained model: models, logistic_lr, logistic_anneal, the two lambda
+    # sweeps, l2_plain (both), seed_readings, seed_code
+    assert len(runs) == 4 + 2 + 2 + 4 + 4 + 8 + 4 + 4
     assert {r.info.status for r in runs} == {"FINISHED"}
     sweeps = mlflow_runs(repo, sweeps=True)  # one parent run per training stage
     assert sorted(r.data.tags["dvc.stage"] for r in sweeps) == sorted(
@@ -191,12 +205,14 @@ def test_the_study_rebuilds_and_follows_its_parameters(repo_copy, npm_raw_dir):
         *(f"train@{name}" for name in ("models", "logistic_lr", "logistic_anneal")),
         # the lambda sweeps track the model section, their own grid's key included
         *(f"train@{name}" for name in ("logistic_l2", "softmax_l2")),
+        "l2_plain",
         "report",
     }
     assert trained_l2() == {"logistic": 0.5, "softmax": 0.5}
     metrics = json.loads((repo / "reports" / "details.json").read_text())
     assert metrics["logistic_lr"]["lr=0.1"]["weight_norm"] < 0.8 * norm_before
-    assert len(mlflow_runs(repo)) == 24 + 4 + (4 + 2 + 2 + 4 + 4)  # forced, changed
+    changed_runs = 4 + 2 + 2 + 4 + 4 + 8
+    assert len(mlflow_runs(repo)) == 32 + 4 + changed_runs  # forced, changed
     (second,) = {r.data.tags.get("dvc.experiment") for r in mlflow_runs(repo)} - {
         experiment,
         None,
