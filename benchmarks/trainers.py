@@ -10,8 +10,7 @@ import numpy as np
 
 from mnist_regression.core.losses import TASKS
 from mnist_regression.core.models import LinearModel
-from mnist_regression.core.objective import Objective
-from mnist_regression.core.training import Dataset, Schedule, train, with_stable_rate
+from mnist_regression.core.training import Dataset, Schedule, train
 from mnist_regression.data.prepare import load_task
 
 Trace = list[tuple[float, float]]
@@ -26,11 +25,10 @@ def dataset(prepared_dir: str, kind: str) -> Dataset:
 
 def ours(data: Dataset, kind: str, schedule: Schedule, seed: int = 0) -> Trace:
     """Our trainer as configured; evaluates every split every epoch. The time
-    of ``lr=auto`` includes finding its rate."""
+    of ``lr=auto`` includes finding its rate (``train`` finds it)."""
     model = LinearModel.zeros(kind, data.x["train"].shape[1], data.n_classes)
     trace: Trace = []
     start = time.perf_counter()
-    schedule = with_stable_rate(schedule, data, Objective.of(kind))
 
     def on_eval(epoch: int, values: dict[str, float]) -> None:
         trace.append((time.perf_counter() - start, values["test_accuracy"]))

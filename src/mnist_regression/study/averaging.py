@@ -17,19 +17,19 @@ import numpy as np
 from ..app.results import Job
 from .original import TASK, pct, wilson, within_noise
 
-KINDS = ("val_accuracy", "test_accuracy", "epochs_run")
+# what is compared -> the job's metric it is read from
+COMPARED = {
+    "val_accuracy": "final_val_accuracy",
+    "test_accuracy": "final_test_accuracy",
+    "epochs_run": "epochs_run",
+}
 
 
 def means(jobs: list[Job]) -> dict:
-    """Each of ``KINDS`` averaged over ``jobs`` (the seeds of one setting)."""
-    final = {
-        "val_accuracy": "final_val_accuracy",
-        "test_accuracy": "final_test_accuracy",
-        "epochs_run": "epochs_run",
-    }
+    """Each of ``COMPARED`` averaged over ``jobs`` (the seeds of one setting)."""
     return {
-        kind: float(np.mean([job.metrics[final[kind]] for job in jobs]))
-        for kind in KINDS
+        kind: float(np.mean([job.metrics[metric] for job in jobs]))
+        for kind, metric in COMPARED.items()
     }
 
 
