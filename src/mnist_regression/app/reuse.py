@@ -81,6 +81,7 @@ class Kept:
     folder: Path
     run_id: str | None
     parent_run_id: str | None
+    run_key: str | None = None  # of its job folder (``common.record``)
 
     def job(self) -> Job:
         return read_job(self.folder)
@@ -98,7 +99,9 @@ def find(reuse_dir: str | Path, key: str) -> Kept | None:
         return None
     if metrics.get("status") != "FINISHED" or not (folder / "history.csv").is_file():
         return None
-    return Kept(folder, record.get("run_id"), record.get("parent_run_id"))
+    return Kept(
+        folder, record.get("run_id"), record.get("parent_run_id"), record.get("run_key")
+    )
 
 
 def keep(
@@ -108,6 +111,7 @@ def keep(
     weights_sha256: str,
     run_id: str | None,
     parent_run_id: str | None,
+    run_key: str | None = None,
 ) -> None:
     """Copy a finished job's outputs under ``key`` (whole or not at all)."""
     base = Path(reuse_dir)
@@ -120,6 +124,7 @@ def keep(
             "weights_sha256": weights_sha256,
             "run_id": run_id,
             "parent_run_id": parent_run_id,
+            "run_key": run_key,
         }
         save_json(staging / RECORD, record)
         final = base / key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -14,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from ..common import record
 from ..common.cli import check_stop, shutting_down
 from ..common.config import AUTO_RATE
 from ..common.errors import DataError, Terminated
@@ -23,6 +25,7 @@ from ..core.models import LinearModel, curvature_at_zero
 from ..core.objective import Objective
 from ..core.passes import cores
 from ..core.training import (
+    METRICS,
     SPLITS,
     Dataset,
     DivergenceError,
@@ -32,7 +35,8 @@ from ..core.training import (
     with_stable_rate,
 )
 from ..data.prepare import PIXEL_MAX, check_prepared_settings, load_task, pair_name
-from ..tracking import provenance, run_log
+from ..tracking import index, provenance, run_log
+from ..tracking.liveness import process_tags
 from . import reuse
 from .results import write_histories
 
@@ -181,17 +185,21 @@ def run_training(
         if result is not None:
             return result
     dataset = provenance.dataset(data_file, digest, setup.arrays)
+    run_tags = run_log.training_tags(setup.kind, setup.task, digest, tags or {})
+    started = start_record(out_dir, name, setup.resolved, run_tags, dataset)
     run = run_log.open_run(
         cfg.tracking,
         name,
         setup.resolved,
-        run_log.training_tags(setup.kind, setup.task, digest, tags or {}),
+        {**run_tags, index.RUN_KEY_TAG: started["run_key"]},
         out_dir,
         dataset,
     )
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-    with run, Progress(name, setup.schedule.max_epochs, show, run) as progress:
-        started = time.perf_counter()
+    history_log = record.HistoryLog(out_dir / record.HISTORY_FILE, label, METRICS)
+    progress = Progress(name, setup.schedule.max_epochs, show, run, history_log)
+    with run, progress:
+        started_at = time.perf_counter()
         try:
             history = train(
                 setup.model,
@@ -208,7 +216,7 @@ def run_training(
             with shutting_down():  # the evaluations so far, as the MLflow run has
                 save_interrupted(out_dir, label, progress.history, setup.resolved, err)
             raise
-        seconds = time.perf_counter() - started  # the loop alone, evaluations included
+        seconds = time.perf_counter() - started_at  # the loop, evaluations included
         final = final_metrics(history)
         result = RunResult(
             setup.model, history, final, setup.labels, run.run_id, setup.resolved
@@ -223,12 +231,33 @@ def run_training(
                 f"the weights, history and metrics are kept in {kept}: copy them "
                 "there once the folder is writable again"
             ) from None
+        record.end_run(out_dir, train_seconds=seconds)
         example = setup.arrays["x_test"][:5]  # pixels in [0, 1], whatever data.scale
         run_log.log_outcome(run, result, seconds, name, example, weights_sha256)
     if key:
         parent = run_log.parent_run_id()
-        reuse.keep(cfg.reuse_dir, key, out_dir, weights_sha256, run.run_id, parent)
+        reuse.keep(
+            cfg.reuse_dir, key, out_dir, weights_sha256, run.run_id, parent,
+            started["run_key"],
+        )  # fmt: skip
     return result
+
+
+def start_record(out_dir: Path, name: str, resolved: dict, tags, dataset, **extra):
+    """The job folder's ``run.json`` (``common.record``), before training starts."""
+    tags = {k: v for k, v in tags.items() if k != "mlflow.parentRunId"}
+    parent_key = os.environ.get(record.SWEEP_KEY_VARIABLE) or None
+    return record.start_run(
+        out_dir,
+        {
+            "run_name": name,
+            "parent_key": parent_key,
+            "params": resolved,
+            "tags": {**tags, **process_tags()},
+            "dataset": dataset,
+            **extra,
+        },
+    )
 
 
 def reused(kept, cfg, setup: Setup, out_dir, name, tags, data_file, digest):
@@ -243,15 +272,18 @@ def reused(kept, cfg, setup: Setup, out_dir, name, tags, data_file, digest):
     job = kept.job()
     reuse.restore(kept, out_dir, setup.resolved)
     run_id = kept.run_id if tracked else None
+    dataset = provenance.dataset(data_file, digest, setup.arrays)
     if tracked and kept.parent_run_id != run_log.parent_run_id():
         extra = {**tags, provenance.REUSED_TAG: kept.run_id}
+        run_tags = run_log.training_tags(setup.kind, setup.task, digest, extra)
+        started = start_record(out_dir, name, setup.resolved, run_tags, dataset)
         run = run_log.open_run(
             cfg.tracking,
             name,
             setup.resolved,
-            run_log.training_tags(setup.kind, setup.task, digest, extra),
+            {**run_tags, index.RUN_KEY_TAG: started["run_key"]},
             out_dir,
-            provenance.dataset(data_file, digest, setup.arrays),
+            dataset,
         )
         with run:
             for i, epoch in enumerate(job.history.epoch):
@@ -260,6 +292,12 @@ def reused(kept, cfg, setup: Setup, out_dir, name, tags, data_file, digest):
                 run, job, sha256_of(out_dir / "weights.npz"), kept.run_id
             )
         run_id = run.run_id
+        record.end_run(out_dir)
+    else:  # the kept job's own run (a resumed sweep), or none
+        run_tags = run_log.training_tags(setup.kind, setup.task, digest, tags)
+        fields = {"run_key": kept.run_key} if tracked and kept.run_key else {}
+        start_record(out_dir, name, setup.resolved, run_tags, dataset, **fields)
+        record.end_run(out_dir)
     log.info("%s: the same job finished before; its outputs reused", name)
     model = LinearModel(setup.kind, job.model.weights, job.model.bias)
     final = {k: job.metrics[k] for k in final_metrics(job.history)}
@@ -270,8 +308,8 @@ class Progress:
     """Each evaluation: checked for a stop request, logged to the run, shown on
     a progress bar (a terminal) or as lines every few seconds (elsewhere)."""
 
-    def __init__(self, name: str, epochs: int, show: bool, run) -> None:
-        self.run = run
+    def __init__(self, name: str, epochs: int, show: bool, run, history_log) -> None:
+        self.run, self.history_log = run, history_log
         self.history = History()  # what an interrupted run still writes
         self.bar = tqdm(total=epochs, disable=not show, unit="epoch")
         self.lines = ProgressLines(name, enabled=not show)
@@ -281,10 +319,12 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
+        self.history_log.close()
 
     def on_eval(self, epoch: int, values: dict[str, float]) -> None:
         check_stop()
         self.history.append(epoch, values)
+        self.history_log.append(epoch, values)
         self.run.log_epoch(epoch, values)
         self.bar.update(epoch - self.bar.n)
         self.bar.set_postfix(
@@ -320,6 +360,7 @@ def save_interrupted(
     """An interrupted run's ``history.csv`` (its evaluations so far) and a
     ``metrics.json`` marking it KILLED; no weights: the job did not finish."""
     (directory / "weights.npz").unlink(missing_ok=True)
+    record.end_run(directory)
     if history.epoch:
         write_histories(directory / "history.csv", [(label, history)])
     reason = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
@@ -338,6 +379,7 @@ def save_failure(directory: Path, label: str, reason: str, config: dict) -> None
     """``metrics.json`` of a failed run: the report lists it as failed."""
     for stale in ("weights.npz", "history.csv"):
         (directory / stale).unlink(missing_ok=True)
+    record.end_run(directory)
     save_json(
         directory / "metrics.json",
         {"run": label, "status": "FAILED", "failure_reason": reason, "config": config},

@@ -47,7 +47,9 @@ class SweepGuard(Callback):
             if config.tracking.enabled:
                 grid = sweep_grid(config)
                 resume = bool(config.get("reuse_dir"))  # see app.reuse
-                _sweep.open(config.tracking, grid, str(config.hydra.sweep.dir), resume)
+                jobs_dir = Path(config.output_dir or config.hydra.sweep.dir)
+                folder = str(config.hydra.sweep.dir)
+                _sweep.open(config.tracking, grid, folder, resume, jobs_dir)
         except UserError as err:
             cli.print_error(err)
             sys.exit(1)  # SystemExit passes Hydra's callback guard; stops the sweep

@@ -36,9 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..common.cli import check_stop
 from ..common.io import save_json, save_npz
+from ..common.record import SWEEP_FILE, SWEEP_KEY_VARIABLE, new_key, now_ms
 from ..core.losses import LOSSES
 from ..data.prepare import PIXEL_MAX, class_digits
 from . import provenance
+from .index import COMPLETE_TAG, RUN_KEY_TAG
 from .liveness import mark_stale_runs, process_tags
 from .session import log_metrics, open_session
 from .target import describe_failure
@@ -92,6 +94,7 @@ def log_outcome(
         data = result.config["data"]
         classes = class_digits(LOSSES[result.model.kind].task, data["digits"])
         run.log_model(result.model, example, classes, PIXEL_MAX / data["scale"])
+    run.set_tags({COMPLETE_TAG: "true"})  # nothing left for `store sync` to add
 
 
 def log_reused(run: NullRun, job, weights_sha256: str, source: str) -> None:
@@ -111,6 +114,7 @@ def log_reused(run: NullRun, job, weights_sha256: str, source: str) -> None:
                 f"Trained by run {source}: this run copies its outputs, "
                 "curves and final metrics; its artifacts and model are there."
             ),
+            COMPLETE_TAG: "true",
         }
     )
 
@@ -151,6 +155,23 @@ def sweep_name(grid: Mapping[str, str]) -> str:
     return f"{label}: " + " ".join(f"{k}={v}" for k, v in grid.items())
 
 
+def write_sweep_record(jobs_dir: Path, key: str, name: str, grid: dict) -> None:
+    """``sweep.json`` beside the job folders (``common.record``): the parent
+    run's key, name and grid; its jobs learn the key from the environment."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    save_json(
+        jobs_dir / SWEEP_FILE,
+        {
+            "run_key": key,
+            "run_name": name,
+            "grid": grid,
+            "tags": {"sweep_grid": json.dumps(grid), **provenance.source_tags()},
+            "started": now_ms(),
+        },
+    )
+    os.environ[SWEEP_KEY_VARIABLE] = key
+
+
 class SweepRun:
     """The MLflow parent run of a multirun: its grid, then its best job.
 
@@ -163,7 +184,12 @@ class SweepRun:
         self.grid: dict[str, str] = {}
 
     def open(
-        self, tracking: DictConfig, grid: dict[str, str], folder: str, resume=False
+        self,
+        tracking: DictConfig,
+        grid: dict[str, str],
+        folder: str,
+        resume=False,
+        jobs_dir: Path | None = None,
     ) -> None:
         """Start the parent run in ``tracking``'s store, for the sweep of ``grid``
         whose Hydra folder is ``folder``. With ``resume``, a parent run of the same
@@ -178,13 +204,20 @@ class SweepRun:
             experiment = session.experiment_id(tracking.experiment)
             identity = {"experiment_id": experiment, "name": name, "grid": grid}
             run_id = self.reopen(record, identity) if resume else None
-            if run_id is None:
+            if run_id is not None:  # a reopened run keeps its key
+                key = self.client.get_run(run_id).data.tags.get(RUN_KEY_TAG)
+                if key is None:
+                    key = new_key()
+                    self.client.set_tag(run_id, RUN_KEY_TAG, key)
+            else:
+                key = new_key()
                 run_id = self.client.create_run(
                     experiment,
                     run_name=name,
                     tags={
                         "sweep_grid": json.dumps(grid),
                         "sweep": folder,
+                        RUN_KEY_TAG: key,
                         **provenance.source_tags(),
                         **process_tags(),
                     },
@@ -202,6 +235,7 @@ class SweepRun:
         os.environ[PARENT_RUN_VARIABLE] = self.run_id
         if resume:
             save_json(record, {**identity, "run_id": run_id})
+        write_sweep_record(jobs_dir or Path(folder), key, name, grid)
 
     def reopen(self, record: Path, identity: dict) -> str | None:
         """The id of the parent run ``record`` names, set RUNNING again, if it is
@@ -242,6 +276,7 @@ class SweepRun:
             return
         run_id, self.run_id = self.run_id, None
         os.environ.pop(PARENT_RUN_VARIABLE, None)
+        os.environ.pop(SWEEP_KEY_VARIABLE, None)
         try:
             parent = self.client.get_run(run_id)
             if curves:

@@ -4,6 +4,7 @@ Command line::
 
     python -m mnist_regression.tracking.store check        # is the target usable?
     python -m mnist_regression.tracking.store mark-killed  # end runs whose process died
+    python -m mnist_regression.tracking.store sync PATH ...  # job folders -> MLflow
     python -m mnist_regression.tracking.store replay [PATH ...]  # kept data -> MLflow
     python -m mnist_regression.tracking.store ui [--port 5000]   # mlflow ui on the runs
 """
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from ..common.cli import main_guard
 from ..common.errors import DataError, UserError
+from ..common.record import RUN_FILE, read_json
+from .index import Index, Indexed, run_folders
 from .liveness import mark_stale_runs
 from .pending import pending_folders, replay
 from .provenance import study_experiment
@@ -82,6 +85,30 @@ def answers(url: str) -> bool:
         return False
 
 
+def sync_folders(target: Target, paths: list[Path], experiment: str | None):
+    """Index the job folders at or under ``paths`` (``index``), each into its own
+    experiment (``tracking.experiment`` of its run) or ``experiment``."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise DataError(f"no such folder: {', '.join(missing)}")
+    folders = run_folders(paths)
+    if not folders:
+        where = ", ".join(map(str, paths))
+        raise DataError(f"no job folder (one with {RUN_FILE}) at or under {where}")
+    session = open_session(target)
+    done = Indexed()
+    by_experiment: dict[str, list[Path]] = {}
+    for folder in folders:
+        record = read_json(folder / RUN_FILE) or {}
+        own = record.get("params", {}).get("tracking", {}).get("experiment")
+        by_experiment.setdefault(experiment or own or study_experiment(), []).append(
+            folder
+        )
+    for name, group in by_experiment.items():
+        Index(session.client, session.experiment_id(name)).index(group, done)
+    return done
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_regression.tracking.store",
@@ -94,6 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="check that runs can be recorded")
     sub.add_parser("mark-killed", help="end as KILLED the runs whose process is gone")
+    sync = sub.add_parser(
+        "sync",
+        help="index job folders into MLflow: each run once, completed from its folder",
+    )
+    sync.add_argument(
+        "paths", nargs="+", type=Path, help="job folders, or folders to search"
+    )
+    sync.add_argument(
+        "--experiment",
+        help="the experiment to index into (default: each folder's own)",
+    )
     play = sub.add_parser("replay", help="write mlflow-pending/ folders into MLflow")
     play.add_argument("paths", nargs="*", type=Path, help="folders to search")
     show = sub.add_parser(
@@ -121,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(1)
             return
         target = resolve_target(args.uri)
+        if args.command == "sync":
+            print(sync_folders(target, args.paths, args.experiment).summary())
+            return
         if args.command == "ui":
             serve_ui(target, args.experiment, args.host, args.port)
             return

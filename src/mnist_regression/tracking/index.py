@@ -1,0 +1,286 @@
+"""MLflow as an index of job folders (``common.record``): each folder's run is
+found by its run key, created if missing and completed from what the folder
+holds, so that indexing a folder twice adds nothing and a half-indexed one is
+finished. ``python -m mnist_regression.tracking.store sync PATH...`` indexes any
+folders into any store: a sweep, ``results/``, a folder copied from a cluster,
+runs a store missed while it was locked, or a clone moved to another folder.
+
+A run carries the tag ``run_key`` and, once its folder's ``metrics.json`` is in
+with its final metrics, artifacts and model, ``index.complete``; the evaluations
+it holds are the steps of its ``epoch/val_loss``.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ..common.record import (
+    HISTORY_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    SWEEP_FILE,
+    WEIGHTS_FILE,
+    now_ms,
+    read_json,
+    read_rows,
+)
+from ..data.prepare import PIXEL_MAX
+from .liveness import process_alive
+from .writer import EPOCH_SECTION, flatten
+
+RUN_KEY_TAG = "run_key"
+PROBE_METRIC = "val_loss"  # every evaluation has it
+COMPLETE_TAG = "index.complete"
+FINAL_KEYS = ("best_epoch", "epochs_run")
+
+
+def run_folders(paths: list[Path]) -> list[Path]:
+    """Every job folder (one with ``run.json``) at or under ``paths``, in order."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / RUN_FILE).is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(
+                (p.parent for p in path.rglob(RUN_FILE)),
+                key=lambda p: [int(s) if s.isdigit() else s for s in p.parts],
+            )
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class Indexed:
+    """What one pass wrote: folders whose run was created, completed, or that
+    held nothing new."""
+
+    created: list[Path] = field(default_factory=list)
+    updated: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.created)} runs created",
+            f"{len(self.updated)} completed",
+            f"{len(self.unchanged)} already indexed",
+        ]
+        text = ", ".join(parts)
+        for folder, reason in self.unreadable:
+            text += f"\n  skipped {folder}: {reason}"
+        return text
+
+
+class Index:
+    """The runs of one experiment of a store, by run key."""
+
+    def __init__(self, client, experiment_id: str) -> None:
+        self.client, self.experiment_id = client, experiment_id
+        self._runs: dict[str, Any] = {}  # run key -> Run, as last seen
+
+    def find(self, key: str):
+        if key not in self._runs:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.{RUN_KEY_TAG} = '{key}'",
+                max_results=1,
+            )
+            if not found:
+                return None
+            self._runs[key] = found[0]
+        return self._runs[key]
+
+    def index(self, folders: list[Path], done: Indexed | None = None) -> Indexed:
+        done = done or Indexed()
+        for folder in folders:
+            record = read_json(folder / RUN_FILE)
+            if record is None or "run_key" not in record:
+                done.unreadable.append((folder, f"{RUN_FILE} is missing or damaged"))
+                continue
+            outcome = self.index_folder(folder, record)
+            getattr(done, outcome).append(folder)
+        return done
+
+    def parent_id(self, folder: Path, key: str) -> str | None:
+        """The run of the sweep whose ``sweep.json`` lies above ``folder``."""
+        run = self.find(key)
+        if run is not None:
+            return run.info.run_id
+        for above in folder.parents:
+            sweep = read_json(above / SWEEP_FILE)
+            if sweep is not None and sweep.get("run_key") == key:
+                run_id = self.client.create_run(
+                    self.experiment_id,
+                    run_name=sweep.get("run_name"),
+                    tags={**sweep.get("tags", {}), RUN_KEY_TAG: key},
+                    start_time=sweep.get("started"),
+                ).info.run_id
+                for name, values in sweep.get("grid", {}).items():
+                    self.client.log_param(run_id, name, values)
+                self._runs.pop(key, None)
+                return run_id
+        return None
+
+    def index_folder(self, folder: Path, record: dict) -> str:
+        """Create or complete the run of one job folder; which of the two, or
+        ``unchanged``."""
+        from mlflow.entities import Metric
+
+        from .session import metric_batches
+
+        key = record["run_key"]
+        run = self.find(key)
+        outcome = "updated"
+        if run is None:
+            run = self._create(folder, record)
+            outcome = "created"
+        tags = run.data.tags
+        if tags.get(COMPLETE_TAG) == "true":
+            return "unchanged"
+        run_id = run.info.run_id
+        rows = read_rows(folder / HISTORY_FILE)
+        logged = self.logged_epochs(run_id)
+        metrics = read_json(folder / METRICS_FILE)
+        new = [row for row in rows if int(row["epoch"]) not in logged]
+        if metrics is None and not new:
+            if self.end_if_orphaned(run, record):
+                return "updated"
+            return outcome if outcome == "created" else "unchanged"
+        stamp = now_ms()
+        points = [
+            Metric(f"{EPOCH_SECTION}/{name}", value, stamp, int(row["epoch"]))
+            for row in new
+            for name, value in row.items()
+            if name != "epoch"
+        ]
+        for batch in metric_batches(points):
+            self.client.log_batch(run_id, metrics=batch)
+        if metrics is not None:
+            self._complete(folder, run, record, metrics)
+        else:
+            self.end_if_orphaned(run, record)
+        self._runs.pop(key, None)
+        return outcome
+
+    def end_if_orphaned(self, run, record: dict) -> bool:
+        """End as KILLED the run of a folder without ``metrics.json`` whose job's
+        process is gone from this host (SIGKILL, a machine that stopped); a
+        ``metrics.json`` that appears later still completes it."""
+        tags = record.get("tags", {})
+        if run.info.status != "RUNNING" or tags.get("host") != socket.gethostname():
+            return False
+        pid = str(tags.get("pid", ""))
+        if not pid.isdigit() or process_alive(int(pid), tags.get("pid_started")):
+            return False
+        self.client.set_tag(
+            run.info.run_id,
+            "failure_reason",
+            f"process {pid} ended without writing metrics.json (killed, or the "
+            "machine stopped)",
+        )
+        self.client.set_terminated(run.info.run_id, "KILLED")
+        return True
+
+    def logged_epochs(self, run_id: str) -> set[int]:
+        """The epochs whose evaluation the run holds (whoever wrote them)."""
+        name = f"{EPOCH_SECTION}/{PROBE_METRIC}"
+        return {m.step for m in self.client.get_metric_history(run_id, name)}
+
+    def _create(self, folder: Path, record: dict):
+        tags = {**record.get("tags", {}), RUN_KEY_TAG: record["run_key"]}
+        if record.get("parent_key"):
+            parent = self.parent_id(folder, record["parent_key"])
+            if parent:
+                tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=record.get("run_name"),
+            tags=tags,
+            start_time=record.get("started"),
+        )
+        from .session import log_params
+
+        log_params(self.client, run.info.run_id, flatten(record.get("params", {})))
+        if record.get("dataset"):
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            context = InputTag("mlflow.data.context", "training")
+            data = DatasetInput(Dataset(**record["dataset"]), [context])
+            self.client.log_inputs(run.info.run_id, [data])
+        return self.client.get_run(run.info.run_id)
+
+    def _complete(self, folder: Path, run, record: dict, metrics: dict):
+        from .session import log_metrics
+
+        run_id = run.info.run_id
+        status = metrics.get("status", "FINISHED")
+        final = {
+            k: v
+            for k, v in metrics.items()
+            if k.startswith("final_") or k in FINAL_KEYS
+        }
+        if record.get("train_seconds") is not None:
+            final["train_seconds"] = record["train_seconds"]
+        log_metrics(self.client, run_id, final)
+        for tag in ("stop_reason", "failure_reason"):
+            if metrics.get(tag):
+                self.client.set_tag(run_id, tag, str(metrics[tag])[:5000])
+        if status == "FINISHED" and "failure_reason" in run.data.tags:
+            self.client.delete_tag(run_id, "failure_reason")  # ended KILLED before
+        params = record.get("params", {})
+        wanted = params.get("tracking", {}).get("artifacts", True)
+        if status == "FINISHED" and wanted and (folder / WEIGHTS_FILE).is_file():
+            log_outputs(self.client, run_id, folder, record)
+        self.client.set_terminated(run_id, status, record.get("ended") or now_ms())
+        self.client.set_tag(run_id, COMPLETE_TAG, "true")
+
+
+def log_outputs(client, run_id: str, folder: Path, record: dict) -> None:
+    """``config.yaml``, ``weights.npz``, the weights as images, and the MLflow Model
+    (``serving``) of a finished job folder."""
+    import numpy as np
+
+    from ..core.losses import TASKS
+    from ..core.models import LinearModel
+    from ..data.prepare import class_digits, pair_name
+    from ..figures import run_figures
+    from . import serving
+
+    params = record["params"]
+    kind, data = params["model"]["name"], params["data"]
+    task = TASKS[kind]
+    with np.load(folder / WEIGHTS_FILE) as arrays:
+        model = LinearModel(kind, arrays["weights"], arrays["bias"])
+    classes = class_digits(task, data["digits"])
+    labels = [pair_name(data["digits"])] if task == "binary" else [*map(str, classes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(params)))
+        (out / WEIGHTS_FILE).write_bytes((folder / WEIGHTS_FILE).read_bytes())
+        run_figures.save_weight_pngs(model, labels, out, record.get("run_name", ""))
+        client.log_artifacts(run_id, str(out))
+    example = example_input(Path(data["prepared_dir"]) / f"{task}.npz", model)
+    from .writer import fluent_target
+
+    experiment = client.get_run(run_id).info.experiment_id
+    with fluent_target(client.tracking_uri, experiment):
+        factor = PIXEL_MAX / float(data["scale"])
+        serving.log_model(run_id, model, example, classes, factor)
+
+
+def example_input(path: Path, model):
+    """Five test images of the run's prepared data (pixels in [0, 1]), or zeros
+    where the data is not beside the folder (copied from elsewhere)."""
+    import numpy as np
+
+    n_pixels = model.weights.shape[0]
+    try:
+        with np.load(path) as arrays:
+            return np.asarray(arrays["x_test"][:5], dtype=np.float32)
+    except (OSError, KeyError, ValueError):
+        return np.zeros((1, n_pixels), dtype=np.float32)
