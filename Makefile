@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the test and lint tools on top (playwright, moto, psycopg, scikit-learn, ruff, pytest)
+DEV_STAMP := $(VENV)/.installed-dev
 UV_VERSION := 0.13.9
 UV ?= $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 # uv uses the machine's Python; it never downloads one of its own.
@@ -23,10 +25,15 @@ help:  ## list the targets
 # --frozen: install exactly what uv.lock pins; never re-resolve. --compile-bytecode:
 # where PYTHONDONTWRITEBYTECODE is set (many CI runners and images), Python would
 # otherwise compile MLflow's sources again in every process.
+# `make run` installs what the study runs; `make test` adds the test tools.
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) venv --quiet --allow-existing --seed --python $(PYTHON) $(VENV)
-	$(UV) sync --quiet --frozen --inexact --extra dev --compile-bytecode --python $(BIN)/python
+	$(UV) sync --quiet --frozen --inexact --compile-bytecode --python $(BIN)/python
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(UV) sync --quiet --frozen --inexact --extra dev --compile-bytecode --python $(BIN)/python
+	touch $(DEV_STAMP)
 
 # Debian packages the service tests use (Chromium for the browser tests, not
 # Playwright's own download; PostgreSQL for the tracking server's; SLURM and munge
@@ -45,7 +52,7 @@ run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 
 # tests/run_suite.sh: the service tests run beside the others, in a network
 # namespace where only 127.0.0.1 answers; both always run to the end.
-test: $(STAMP)  ## set up .venv (and the Debian packages) and run the test suite
+test: $(DEV_STAMP)  ## set up .venv (and the Debian packages) and run the test suite
 	@services=; if [ -n "$(CAN_INSTALL)" ]; then \
 	  $(MAKE) --no-print-directory $(SYSTEM) && services=yes; fi; \
 	  sh tests/run_suite.sh $(BIN)/pytest "$$services"
@@ -65,7 +72,7 @@ restore: | $(STAMP)  ## return the workspace to the committed study, from DVC's 
 compare: $(STAMP)  ## compare the rebuilt study with the committed one, within tolerances
 	$(BIN)/python -m mnist_regression.study.compare
 
-lint: $(STAMP)  ## ruff lint and format check
+lint: $(DEV_STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
