@@ -25,6 +25,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mnist_regression.common.record import read_rows
 from mnist_regression.data.download import MNIST_SHA256
 
 from .conftest import (  # noqa: F401
@@ -361,15 +362,15 @@ def test_an_interrupted_migration_completes_when_repeated(
 
 @pytest.mark.slow  # each refused write waits out SQLite's busy timeout
 def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
-    """The lock is taken mid-run (after 2,000 of its 30,000 epochs) and held until
-    the run has ended: training goes on, the outputs are written, what the store
-    refused is kept, and the replay command writes it; nothing is lost."""
+    """The lock is taken mid-run (after 2,000 of its 200,000 epochs) and held until
+    the run has ended: training goes on, the folder holds the run, one line
+    names the ``store sync`` that records it, and that command does; nothing is
+    lost."""
     app.launch("optimizer.max_epochs=1")  # the store exists
     out = tmp_path / "locked-run"
     process = app.start(
         *LONG[1:],
-        "optimizer.max_epochs=30000",
-        "tracking.retry_seconds=0",
+        "optimizer.max_epochs=200000",
         "tracking.artifacts=true",
         "progress=true",
         f"output_dir={out}",
@@ -377,9 +378,11 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
     )
     stderr = Stderr(process)
     wait_for(lambda: epochs_shown(stderr.text) >= 2000, "training to start", process)
+    wait_for(lambda: len(app.runs()) == 2, "the recorder to make its run", process)
     lock = sqlite3.connect(app.db, isolation_level=None, timeout=HANG)
     lock.execute("BEGIN EXCLUSIVE")
     try:
+        assert not (out / "metrics.json").exists(), "the run ended before the lock"
         process.wait(timeout=HANG)
     finally:
         lock.execute("COMMIT")
@@ -387,17 +390,15 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
     err = stderr.join()
     assert process.returncode == 0, err
     no_traceback(err)
-    assert "database is locked" in err and "mlflow-pending" in err
+    lines = [x for x in err.splitlines() if "database is locked" in x]
+    assert len(lines) == 1, err
+    (line,) = lines
+    assert f"python -m mnist_regression.tracking.store sync {out}" in line
     history = (out / "history.csv").read_text().splitlines()[1:]
     assert (out / "weights.npz").is_file() and (out / "metrics.json").is_file()
-    pending = out / "mlflow-pending"
-    assert (pending / "artifacts" / "weights.npz").is_file()
-    run(
-        [sys.executable, "-m", "mnist_regression.tracking.store", "replay", str(out)],
-        tmp_path,
-    )
-    assert not pending.exists()
-    record = next(r for r in app.runs() if "30000" in r.info.run_name)
+    sync = [sys.executable, "-m", "mnist_regression.tracking.store", "--uri", app.uri]
+    assert "1 completed" in run([*sync, "sync", str(out)], tmp_path).stdout
+    record = next(r for r in app.runs() if "200000" in r.info.run_name)
     assert record.info.status == "FINISHED"
     points = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
     assert [p.step for p in points] == [int(row.split(",")[1]) for row in history]
@@ -407,18 +408,20 @@ def test_a_store_locked_past_the_busy_timeout_costs_nothing(app, tmp_path):
 
 
 def test_an_unwritable_artifact_store_keeps_the_artifacts(app, tmp_path):
+    """The artifacts cannot be written: the run still ends FINISHED with every
+    point, the folder keeps weights and history, and one line names the sync
+    that adds the artifacts once the store is fixed."""
     client = app.client
     client.create_experiment("mnist-regression", artifact_location="file:///proc/x")
     out = tmp_path / "run"
-    result = app.launch(
-        "optimizer.max_epochs=2", "tracking.retry_seconds=1", f"output_dir={out}"
-    )
+    result = app.launch("optimizer.max_epochs=2", f"output_dir={out}")
     no_traceback(result.stderr)
     (record,) = app.runs()
     assert record.info.status == "FINISHED"
     assert len(client.get_metric_history(record.info.run_id, "epoch/val_loss")) == 3
-    assert (out / "mlflow-pending" / "artifacts" / "weights_grid.png").is_file()
-    assert "kept" in result.stderr and "replay" in result.stderr
+    assert "index.complete" not in record.data.tags  # sync adds the artifacts
+    assert (out / "weights.npz").is_file()
+    assert f"python -m mnist_regression.tracking.store sync {out}" in result.stderr
 
 
 # The app with the disk of its output folder filled once its first epoch is
@@ -490,16 +493,26 @@ def test_a_disk_that_fills_during_the_run_keeps_the_outputs_elsewhere(app, tmp_p
 
 
 def test_a_run_whose_process_died_is_marked_killed(app, tmp_path):
-    process = app.start(*LONG)
+    """SIGKILL to a run (and so to its recorder): its MLflow run stays RUNNING
+    until ``store sync`` reads the folder, finds no metrics.json and the process
+    gone, and ends it KILLED with the evaluations the folder holds."""
+    out = tmp_path / "run"
+    process = app.start(*LONG, f"output_dir={out}")
     wait_for(lambda: app.runs(), "the run to start", process)
+    wait_for(lambda: len(read_rows(out / "history.csv")) >= 3, "evaluations", process)
     process.kill()  # SIGKILL: nothing of the run can react
     process.wait(timeout=HANG)
     (record,) = app.runs()
     assert record.info.status == "RUNNING"
-    app.launch("optimizer.max_epochs=1")  # the next run opens the store
+    sync = [sys.executable, "-m", "mnist_regression.tracking.store", "--uri", app.uri]
+    run([*sync, "sync", str(out)], tmp_path)
     dead = app.client.get_run(record.info.run_id)
     assert dead.info.status == "KILLED"
-    assert "ended without closing the run" in dead.data.tags["failure_reason"]
+    assert "ended without writing metrics.json" in dead.data.tags["failure_reason"]
+    points = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
+    assert [p.step for p in points] == [
+        int(row["epoch"]) for row in read_rows(out / "history.csv")
+    ]
 
 
 # --- 3. signals ----------------------------------------------------------------
@@ -527,14 +540,9 @@ def test_signals_end_the_run_as_killed_keeping_every_point(
     no_traceback(err)
     name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     assert f"stopped by {name}" in err
-    pending = out / "mlflow-pending" / "run.json"
-    if pending.is_file():  # a third signal may stop the writing; the rest is kept
-        kept = json.loads(pending.read_text())
-        assert count == 3 and kept["status"] in ("KILLED", None)
-        # what was kept goes in; a point both written and kept (the signal came
-        # as its write ended) is stored once, as MLflow stores identical points
-        replay = [sys.executable, "-m", "mnist_regression.tracking.store", "replay"]
-        run([*replay, str(out)], tmp_path)
+    if count == 3:  # a third signal may stop the recording: sync completes it
+        sync = [sys.executable, "-m", "mnist_regression.tracking.store"]
+        run([*sync, "--uri", app.uri, "sync", str(out)], tmp_path)
     (record,) = app.runs()
     assert record.info.status == "KILLED"
     history = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
@@ -642,9 +650,9 @@ def test_concurrent_runs_keep_their_own_outputs(app, tmp_path):
 def test_a_sweep_clears_job_folders_of_an_earlier_sweep(app, tmp_path):
     out = tmp_path / "stage"
     app.launch("-m", "model.l2=0,0.1,1", "optimizer.max_epochs=2", f"output_dir={out}")
-    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0", "1", "2"]
     app.launch("-m", "model.l2=0,0.1", "optimizer.max_epochs=2", f"output_dir={out}")
-    assert sorted(p.name for p in out.iterdir()) == ["0", "1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0", "1"]
 
 
 # --- 5. data -------------------------------------------------------------------
@@ -751,30 +759,37 @@ def test_stage_entry_points_answer_help():
     assert "key=value" in result.stdout and "prepare" in result.stdout
 
 
-@pytest.mark.parametrize("content", ["", '{"run_id": "abc", "metr', "[1, 2]"])
-def test_replay_of_an_unreadable_kept_run_is_one_line(app, tmp_path, content):
-    kept = tmp_path / "results" / "0" / "mlflow-pending"
-    kept.mkdir(parents=True)
-    (kept / "run.json").write_text(content)
+@pytest.mark.parametrize("content", ["", '{"run_key": "abc", "metr', "[1, 2]"])
+def test_sync_of_an_unreadable_run_record_is_one_line(app, tmp_path, content):
+    """A damaged run.json is named, the other folders are indexed, the file is
+    left as it was."""
+    app.launch(
+        "-m", "model.l2=0,0.1", "optimizer.max_epochs=1", "tracking.enabled=false"
+    )
+    damaged = tmp_path / "multirun" / "1" / "run.json"
+    damaged.write_text(content)
+    store = f"sqlite:///{tmp_path / 'synced.db'}"
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_regression.tracking.store", "replay"],
+        [sys.executable, "-m", "mnist_regression.tracking.store", "--uri", store]
+        + ["sync", str(tmp_path / "multirun")],
         cwd=tmp_path,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 1
+    no_traceback(result.stderr)
+    assert result.stdout.startswith("1 runs created")
     (line,) = result.stderr.strip().splitlines()
-    assert "results/0/mlflow-pending/run.json" in line and "move it aside" in line
-    assert (kept / "run.json").read_text() == content  # left as it was
+    assert f"{damaged.parent}: run.json is missing or damaged" in line
+    assert damaged.read_text() == content  # left as it was
 
 
-def test_mark_killed_and_replay_commands_report_plainly(app, tmp_path):
-    app.launch("optimizer.max_epochs=1")
+def test_check_and_sync_report_plainly(app, tmp_path):
+    app.launch("optimizer.max_epochs=1", f"output_dir={tmp_path / 'run'}")
     env = {**os.environ, "MLFLOW_TRACKING_URI": app.uri}
     for args, expected in (
         (["check"], "usable"),
-        (["mark-killed"], "0 runs marked KILLED"),
-        (["replay", str(tmp_path / "nothing")], "nothing to replay"),
+        (["sync", str(tmp_path / "run")], "0 runs created, 0 completed, 1 already"),
     ):
         result = subprocess.run(
             [sys.executable, "-m", "mnist_regression.tracking.store", *args],

@@ -11,6 +11,8 @@ import signal
 import numpy as np
 import pytest
 
+from mnist_regression.common.record import read_rows
+
 from .conftest import BIN, run, start_dvc_repro, wait_for
 
 pytestmark = pytest.mark.integration
@@ -19,10 +21,12 @@ pytestmark = pytest.mark.integration
 SLOW = ("optimizer.lr=0.0001", "optimizer.batch_size=null", "optimizer.patience=100000")
 
 
-def children(app) -> dict[str, object]:
-    """The sweep's job runs (not deleted), by job number."""
+def children(app, parent) -> dict[str, object]:
+    """The job runs of one sweep's parent run, by job number: each once."""
     found = {}
     for record in app.jobs():
+        if record.data.tags.get("mlflow.parentRunId") != parent.info.run_id:
+            continue
         job = record.data.tags["sweep_job"]
         assert job not in found, f"job {job} has two runs"
         found[job] = record
@@ -30,25 +34,32 @@ def children(app) -> dict[str, object]:
 
 
 def parents(app) -> list:
-    return [r for r in app.runs() if "sweep_grid" in r.data.tags]
+    return sorted(
+        (r for r in app.runs() if "sweep_grid" in r.data.tags),
+        key=lambda r: r.info.start_time,
+    )
 
 
 def test_an_interrupted_stage_trains_only_its_unfinished_jobs_on_the_rerun(
     app, tmp_path
 ):
     """Ctrl-C of `dvc repro` while the stage's third job trains; `dvc repro`
-    again: the two finished jobs are copied back (same runs, not retrained),
-    the others train, and one parent run holds the four jobs once."""
+    again: the two finished jobs are copied back (not retrained), the others
+    train. The first command's parent run ends KILLED with its three jobs; the
+    second's holds the four jobs once each, two of them copies naming the runs
+    that trained them."""
     project = tmp_path / "project"
     command = app.command(
-        "-m", "seed=0,1,2,3", "optimizer.max_epochs=1000", *SLOW, "output_dir=out"
+        "-m", "seed=0,1,2,3", "optimizer.max_epochs=5000", *SLOW, "output_dir=out"
     )
     command.append(f"reuse_dir={tmp_path / 'reuse'}")
     dvc = start_dvc_repro(project, {"cmd": shlex.join(command), "outs": ["out"]})
+    jobs = [project / "out" / str(job) for job in range(4)]
 
-    def third_job_training() -> bool:
-        statuses = [r.info.status for r in app.jobs()]
-        return statuses.count("FINISHED") == 2 and statuses.count("RUNNING") == 1
+    def third_job_training() -> bool:  # read from the folders: MLflow follows
+        ended = [(job / "metrics.json").is_file() for job in jobs]
+        third = read_rows(jobs[2] / "history.csv")
+        return ended == [True, True, False, False] and len(third) >= 2
 
     wait_for(third_job_training, "two jobs finished and the third training", dvc)
     os.killpg(dvc.pid, signal.SIGINT)  # Ctrl-C in the terminal
@@ -57,25 +68,26 @@ def test_an_interrupted_stage_trains_only_its_unfinished_jobs_on_the_rerun(
         lambda: all(r.info.status != "RUNNING" for r in app.runs()),
         "the stage to close its runs",
     )
-    before = children(app)
-    finished = {job: r for job, r in before.items() if r.info.status == "FINISHED"}
-    assert len(finished) == 2 and len(before) == 3
     (parent,) = parents(app)
     assert parent.info.status == "KILLED"
+    before = children(app, parent)
+    finished = {job: r for job, r in before.items() if r.info.status == "FINISHED"}
+    assert len(finished) == 2 and len(before) == 3
 
     run([str(BIN / "dvc"), "repro"], project)
 
-    (after_parent,) = parents(app)
-    assert after_parent.info.run_id == parent.info.run_id
-    assert after_parent.info.status == "FINISHED"
-    after = children(app)
+    first, second = parents(app)
+    assert first.info.run_id == parent.info.run_id
+    assert first.info.status == "KILLED" and len(children(app, first)) == 3
+    assert second.info.status == "FINISHED"
+    after = children(app, second)
     assert sorted(after) == ["0", "1", "2", "3"]
     assert {r.info.status for r in after.values()} == {"FINISHED"}
-    for job, record in finished.items():  # the same runs, not trained again
-        assert after[job].info.run_id == record.info.run_id
-        assert after[job].info.end_time == record.info.end_time
-    killed = next(r for j, r in before.items() if j not in finished)
-    assert app.client.get_run(killed.info.run_id).info.lifecycle_stage == "deleted"
+    for job, record in finished.items():  # copies, not trained again
+        assert after[job].data.tags["reused_from"] == record.info.run_id
+        for name, value in record.data.metrics.items():
+            if name.startswith("final_"):
+                assert after[job].data.metrics[name] == value
     for job in ("0", "1", "2", "3"):
         metrics = json.loads((project / "out" / job / "metrics.json").read_text())
         assert metrics["status"] == "FINISHED"
@@ -87,6 +99,17 @@ def test_an_interrupted_stage_trains_only_its_unfinished_jobs_on_the_rerun(
     }
     reused = {job for job, text in logs.items() if "outputs reused" in text}
     assert reused == set(finished)
+    # a second rerun with another setting is a sweep of its own
+    command[command.index("optimizer.patience=100000")] = "optimizer.patience=50"
+    (project / "dvc.yaml").write_text(
+        json.dumps({"stages": {"train": {"cmd": shlex.join(command), "outs": ["out"]}}})
+    )
+    run([str(BIN / "dvc"), "repro"], project)
+    third = parents(app)[-1]
+    assert third.info.run_id not in (first.info.run_id, second.info.run_id)
+    assert {
+        r.data.params["optimizer.patience"] for r in children(app, third).values()
+    } == {"50"}
 
 
 def test_a_job_another_sweep_trained_is_copied_with_a_run_of_its_own(app, tmp_path):

@@ -122,7 +122,6 @@ def test_multirun_sweep_is_grouped_and_survives_a_diverging_job(app, tmp_path):
         ("model=svm", "Could not find 'model/svm'"),
         ("seed=-1", "config key 'seed': must be >= 0"),
         ("study.n_jobs=0", "config key 'study.n_jobs': must be >= 1"),
-        ("tracking.retry_seconds=-1", "config key 'tracking.retry_seconds'"),
         ("data.scale=0", "config key 'data.scale': must be > 0"),
         ("model.bias=maybe", "expected one of [free, penalised, none]"),
         ("optimizer.stop_when=never", "expected one of [no_new_best, rising]"),

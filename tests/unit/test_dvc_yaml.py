@@ -34,9 +34,9 @@ def test_each_stage_depends_on_the_code_it_runs(module, deps):
 
 
 def test_the_import_walk_sees_imports_inside_functions():
-    # run_log.py imports serving.py inside a method only
+    # index.py imports serving.py inside a function only
     assert "src/mnist_regression/tracking/serving.py" in code_of(
-        "mnist_regression.tracking.run_log"
+        "mnist_regression.tracking.index"
     )
 
 

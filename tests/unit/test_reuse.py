@@ -6,6 +6,7 @@ import copy
 import json
 
 import numpy as np
+import pytest
 
 from mnist_regression.app import reuse
 from mnist_regression.app.run import RunResult, save_results
@@ -58,16 +59,16 @@ def finished_job(folder):
     model = LinearModel("logistic", weights, np.zeros(1, np.float32))
     final = {"final_val_accuracy": 0.9, "best_epoch": 1, "epochs_run": 1}
     result = RunResult(model, history, final, ["2 vs 3"], None, CONFIG)
-    return save_results(result, folder, "logistic")
+    save_results(result, folder, "logistic")
 
 
 def test_a_kept_job_is_restored_with_the_asking_jobs_config(tmp_path):
     out = tmp_path / "job"
     out.mkdir()
-    digest = finished_job(out)
-    reuse.keep(tmp_path / "kept", "k", out, digest, "run1", "parent1")
+    finished_job(out)
+    reuse.keep(tmp_path / "kept", "k", out, "key1")
     kept = reuse.find(tmp_path / "kept", "k")
-    assert (kept.run_id, kept.parent_run_id) == ("run1", "parent1")
+    assert kept.run_key == "key1"
     asking = changed("output_dir", "results/other")
     reuse.restore(kept, tmp_path / "other", asking)
     metrics = json.loads((tmp_path / "other" / "metrics.json").read_text())
@@ -77,12 +78,40 @@ def test_a_kept_job_is_restored_with_the_asking_jobs_config(tmp_path):
         assert (tmp_path / "other" / name).read_bytes() == (out / name).read_bytes()
 
 
-def test_a_kept_job_whose_weights_changed_is_not_reused(tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("weights.npz", lambda data: b"garbled"),
+        ("metrics.json", lambda data: data.replace(b"0.9", b"0.99")),
+        ("history.csv", lambda data: data[: len(data) // 2]),
+        ("history.csv", lambda data: b""),
+    ],
+    ids=["weights", "edited metrics", "cut history", "empty history"],
+)
+def test_a_kept_job_with_any_file_changed_is_not_reused(tmp_path, damage, caplog):
     out = tmp_path / "job"
     out.mkdir()
-    digest = finished_job(out)
-    reuse.keep(tmp_path / "kept", "k", out, digest, None, None)
+    finished_job(out)
+    reuse.keep(tmp_path / "kept", "k", out, None)
     assert reuse.find(tmp_path / "kept", "k") is not None
-    (tmp_path / "kept" / "k" / "weights.npz").write_bytes(b"garbled")
-    assert reuse.find(tmp_path / "kept", "k") is None
+    name, change = damage
+    path = tmp_path / "kept" / "k" / name
+    path.write_bytes(change(path.read_bytes()))
+    assert reuse.find(tmp_path / "kept", "k", "logistic") is None
+    assert "logistic: the kept copy of this job" in caplog.text
+    assert "trains again" in caplog.text
     assert reuse.find(tmp_path / "kept", "missing") is None
+
+
+def test_folders_swapped_between_two_keys_are_not_reused(tmp_path):
+    """Two kept jobs whose folders trade places: neither is taken for the other."""
+    for key in ("a", "b"):
+        out = tmp_path / key
+        out.mkdir()
+        finished_job(out)
+        reuse.keep(tmp_path / "kept", key, out, None)
+    kept = tmp_path / "kept"
+    (kept / "a").rename(kept / "swap")
+    (kept / "b").rename(kept / "a")
+    (kept / "swap").rename(kept / "b")
+    assert reuse.find(kept, "a") is None and reuse.find(kept, "b") is None

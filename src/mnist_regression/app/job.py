@@ -75,6 +75,10 @@ def run_job(cfg: DictConfig) -> float | None:
     started = time.monotonic()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    worker = os.environ.get(MAIN_PID_VARIABLE, str(os.getpid())) != str(os.getpid())
+    worker = worker and not os.environ.get("SUBMITIT_EXECUTOR")  # SLURM: its own
+    if worker:
+        watch_the_main_process()  # it ends with the command
     if os.getpid() != _MAIN_PID:  # a joblib worker: signals end its run, then it
         cli.install_signal_handlers()
         cli.skip_final_collection()
@@ -93,7 +97,10 @@ def run_job(cfg: DictConfig) -> float | None:
         run_name = provenance.run_name(cfg)
         out = output_dir(cfg, hydra_cfg, multirun)
         check_writable(out)
-        result = run_training(cfg, out, run_name, run_name, tags)
+        if multirun or not cfg.tracking.enabled:  # a sweep's main process records
+            result = run_training(cfg, out, run_name, run_name, tags)
+        else:
+            result = recorded(cfg, out, run_name, tags)
     except DivergenceError as err:
         cli.print_error(err)
         if multirun:
@@ -103,7 +110,7 @@ def run_job(cfg: DictConfig) -> float | None:
         cli.print_error(err)
         sys.exit(1)
     except (KeyboardInterrupt, cli.Terminated) as err:
-        if os.getpid() == _MAIN_PID:
+        if os.getpid() == _MAIN_PID and not worker:
             raise
         sys.stderr.flush()
         os._exit(cli.exit_code(err))  # a worker: end it, so the sweep stops
@@ -122,6 +129,28 @@ def run_job(cfg: DictConfig) -> float | None:
     return final["final_val_loss"]
 
 
+def recorded(cfg: DictConfig, out: Path, run_name: str, tags: dict):
+    """A single run with its recorder (``tracking.recorder``) beside it: MLflow's
+    import and the store's set-up overlap the data's loading; a store the user
+    must fix stops the run before it trains."""
+    from ..common.record import new_key
+    from ..tracking.recorder import Recorder
+
+    key = new_key()
+    recorder = Recorder(cfg.tracking, [out], key=key).start()
+    try:
+        result = run_training(
+            cfg, out, run_name, run_name, tags, recorder.wait_ready, run_key=key
+        )
+    except BaseException as err:
+        stopped = isinstance(err, KeyboardInterrupt | cli.Terminated)
+        recorder.finish("KILLED" if stopped else "FAILED", reason=str(err) or None)
+        raise
+    recorder.finish()
+    result.run_id = recorder.run_id(out)
+    return result
+
+
 SWEEP_GUARD = (
     "++hydra.callbacks.sweep_guard._target_=mnist_regression.app.sweep.SweepGuard"
 )
@@ -136,8 +165,26 @@ def with_override(args: list[str], override: str) -> list[str]:
     return [*args, override]
 
 
+# The command's own process, for its workers: each ends when it is gone.
+MAIN_PID_VARIABLE = "MNIST_REGRESSION_MAIN_PID"
+_watching: list[bool] = []
+
+
+def watch_the_main_process() -> None:
+    """In a worker (joblib, on this machine): SIGTERM to itself once the process
+    that started it is gone, by any signal, SIGKILL included, so that its job
+    ends KILLED in its folder instead of training on as an orphan."""
+    if _watching:
+        return
+    _watching.append(True)
+    if not cli.handlers_installed():
+        cli.install_signal_handlers()
+    cli.end_with_parent()
+
+
 def entry_point(main) -> None:
     """Hydra's ``main`` with the sweep guard registered and signal handling set up."""
+    os.environ[MAIN_PID_VARIABLE] = str(os.getpid())
     sys.argv[1:] = with_override(sys.argv[1:], SWEEP_GUARD)
     cli.install_signal_handlers(forward=forward_to_workers)
     if os.environ.get("DVC_STAGE"):  # a stage of dvc repro / dvc exp run

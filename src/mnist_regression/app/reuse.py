@@ -8,16 +8,15 @@ its passes use (sums in another order round differently). A later job of the
 same key copies them instead of training:
 
 - a stage that was interrupted (a signal, a crash, a cancelled cluster job) and
-  run again trains only the jobs that did not finish, and its sweep's MLflow
-  parent run, reopened, holds every job once (``tracking.run_log.SweepRun``);
+  run again trains only the jobs that did not finish;
 - a stage whose grid shares a configuration with another stage's (the default
-  run of the lambda sweep is a run of the models stage) copies it, and records
-  an MLflow run under its own parent with the same curves and final metrics,
-  tagged ``reused_from`` with the run that trained it (whose artifacts and
-  model are there).
+  run of the lambda sweep is a run of the models stage) copies it.
 
-A kept job whose run is no longer FINISHED in the store (deleted, or the run
-never closed) is trained again. Deleting ``reuse_dir`` forgets every job.
+A copy is a job folder of its own (a new run key, ``reused_from`` the key of
+the job that trained it), which the recorder indexes as any run, with its
+curves, weight images and model. A kept job is checked whole before it is
+copied (every file's SHA-256, its key); a damaged one is said and trained
+again. Deleting ``reuse_dir`` forgets every job.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +36,7 @@ import numpy as np
 from ..common.io import save_json, sha256_of
 from .results import Job, read_job
 
+log = logging.getLogger("mnist_regression")
 PACKAGE = Path(__file__).resolve().parents[1]
 # what a job's outcome does not depend on: where it writes, how it is shown or
 # tracked, the grids of the other stages, and this very setting
@@ -75,60 +76,56 @@ def job_key(resolved: dict, data_sha256: str, threads: int) -> str:
 
 @dataclass
 class Kept:
-    """A finished job kept under its key: its folder, and the MLflow run that
-    trained it (``run_id`` and its parent; None when it was not tracked)."""
+    """A finished job kept under its key: its folder, and the run key of the job
+    that trained it (``common.record``)."""
 
     folder: Path
-    run_id: str | None
-    parent_run_id: str | None
-    run_key: str | None = None  # of its job folder (``common.record``)
+    run_key: str | None
 
     def job(self) -> Job:
         return read_job(self.folder)
 
 
-def find(reuse_dir: str | Path, key: str) -> Kept | None:
-    """The job kept under ``key``, if complete and intact."""
+def find(reuse_dir: str | Path, key: str, name: str = "") -> Kept | None:
+    """The job kept under ``key``, if whole: every file as it was kept (its
+    SHA-256 in ``job.json``), under its own key. A damaged copy is said, and its
+    job trains again."""
     folder = Path(reuse_dir) / key
+    if not folder.exists():
+        return None
     try:
         record = json.loads((folder / RECORD).read_text())
-        if sha256_of(folder / "weights.npz") != record["weights_sha256"]:
-            return None
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError, KeyError):
+        whole = record["key"] == key and all(
+            sha256_of(folder / file) == digest
+            for file, digest in record["files"].items()
+        )
+        whole = whole and set(record["files"]) == set(OUTPUTS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        whole = False
+    if not whole:
+        log.warning(
+            "%s: the kept copy of this job in %s is damaged or incomplete; it "
+            "trains again",
+            name or "a job",
+            folder,
+        )
         return None
-    if metrics.get("status") != "FINISHED" or not (folder / "history.csv").is_file():
-        return None
-    return Kept(
-        folder, record.get("run_id"), record.get("parent_run_id"), record.get("run_key")
-    )
+    return Kept(folder, record.get("run_key"))
 
 
-def keep(
-    reuse_dir: str | Path,
-    key: str,
-    out_dir: Path,
-    weights_sha256: str,
-    run_id: str | None,
-    parent_run_id: str | None,
-    run_key: str | None = None,
-) -> None:
-    """Copy a finished job's outputs under ``key`` (whole or not at all)."""
+def keep(reuse_dir: str | Path, key: str, out_dir: Path, run_key: str | None) -> None:
+    """Copy a finished job's outputs under ``key`` (whole or not at all), with
+    the SHA-256 of each file."""
     base = Path(reuse_dir)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=base))
     try:
         for name in OUTPUTS:
             shutil.copyfile(out_dir / name, staging / name)
-        record = {
-            "weights_sha256": weights_sha256,
-            "run_id": run_id,
-            "parent_run_id": parent_run_id,
-            "run_key": run_key,
-        }
-        save_json(staging / RECORD, record)
+        files = {name: sha256_of(staging / name) for name in OUTPUTS}
+        save_json(staging / RECORD, {"key": key, "files": files, "run_key": run_key})
         final = base / key
-        if final.exists():  # an older copy (its run gone): replaced
+        if final.exists():  # an older or damaged copy: replaced
             shutil.rmtree(final)
         os.rename(staging, final)
     except OSError:

@@ -1,4 +1,4 @@
-"""One training run from a validated config: data, model, loop, tracking, artifacts."""
+"""One training run from a validated config: data, model, loop, its folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from ..core.training import (
     with_stable_rate,
 )
 from ..data.prepare import PIXEL_MAX, check_prepared_settings, load_task, pair_name
-from ..tracking import index, provenance, run_log
+from ..tracking import provenance
 from ..tracking.liveness import process_tags
 from . import reuse
 from .results import write_histories
@@ -167,38 +167,33 @@ def run_training(
     label: str,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
+    ready: Callable[[], None] | None = None,
+    run_key: str | None = None,
 ) -> RunResult:
-    """Train the configured model and write its outputs to ``out_dir``; record it in
-    MLflow unless tracking is off.
-
-    The outputs are written before the MLflow run is closed, so a run marked
-    FINISHED always has them, whatever happens to tracking. A run that fails
-    (divergence) writes ``metrics.json`` with its status and reason.
+    """Train the configured model and write its folder, the record of its run
+    (``common.record``): ``run.json`` first, ``history.csv`` as it trains, then
+    ``weights.npz`` and ``metrics.json``. A run that fails (divergence) or is
+    stopped writes ``metrics.json`` with its status and reason. MLflow is written
+    from the folder by the command's recorder (``tracking.recorder``), never here;
+    ``ready``, called once ``run.json`` is written, waits for it (``run_key``:
+    the key it writes there, else a new one).
     """
+    own = {"run_key": run_key} if run_key else {}
     setup = set_up(cfg)
     data_file = Path(cfg.data.prepared_dir) / f"{setup.task}.npz"
     digest = sha256_of(data_file)
     name = run_name or provenance.run_name(cfg)
-    key = reuse.job_key(setup.resolved, digest, cores()) if cfg.reuse_dir else None
-    if key and (kept := reuse.find(cfg.reuse_dir, key)):
-        result = reused(kept, cfg, setup, out_dir, name, tags or {}, data_file, digest)
-        if result is not None:
-            return result
+    run_tags = provenance.training_tags(setup.kind, setup.task, digest, tags or {})
     dataset = provenance.dataset(data_file, digest, setup.arrays)
-    run_tags = run_log.training_tags(setup.kind, setup.task, digest, tags or {})
-    started = start_record(out_dir, name, setup.resolved, run_tags, dataset)
-    run = run_log.open_run(
-        cfg.tracking,
-        name,
-        setup.resolved,
-        {**run_tags, index.RUN_KEY_TAG: started["run_key"]},
-        out_dir,
-        dataset,
-    )
+    key = reuse.job_key(setup.resolved, digest, cores()) if cfg.reuse_dir else None
+    if key and (kept := reuse.find(cfg.reuse_dir, key, name)):
+        return reused(kept, setup, out_dir, name, run_tags, dataset, own)
+    started = start_record(out_dir, name, setup.resolved, run_tags, dataset, **own)
+    if ready is not None:
+        ready()
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
     history_log = record.HistoryLog(out_dir / record.HISTORY_FILE, label, METRICS)
-    progress = Progress(name, setup.schedule.max_epochs, show, run, history_log)
-    with run, progress:
+    with Progress(name, setup.schedule.max_epochs, show, history_log) as progress:
         started_at = time.perf_counter()
         try:
             history = train(
@@ -213,45 +208,35 @@ def run_training(
             save_failure(out_dir, label, str(err), setup.resolved)
             raise
         except (KeyboardInterrupt, Terminated) as err:
-            with shutting_down():  # the evaluations so far, as the MLflow run has
+            with shutting_down():  # the evaluations so far
                 save_interrupted(out_dir, label, progress.history, setup.resolved, err)
             raise
         seconds = time.perf_counter() - started_at  # the loop, evaluations included
-        final = final_metrics(history)
-        result = RunResult(
-            setup.model, history, final, setup.labels, run.run_id, setup.resolved
-        )
-        try:
-            weights_sha256 = save_results(result, out_dir, label)
-        except OSError as err:  # a disk that filled during the run, say
-            kept = Path(tempfile.mkdtemp(prefix="mnist-regression-outputs-"))
-            save_results(result, kept, label)
-            raise DataError(
-                f"cannot write the outputs to {out_dir} ({err.strerror or err}); "
-                f"the weights, history and metrics are kept in {kept}: copy them "
-                "there once the folder is writable again"
-            ) from None
-        record.end_run(out_dir, train_seconds=seconds)
-        example = setup.arrays["x_test"][:5]  # pixels in [0, 1], whatever data.scale
-        run_log.log_outcome(run, result, seconds, name, example, weights_sha256)
+    final = final_metrics(history)
+    result = RunResult(setup.model, history, final, setup.labels, None, setup.resolved)
+    try:
+        save_results(result, out_dir, label)
+    except OSError as err:  # a disk that filled during the run, say
+        kept = Path(tempfile.mkdtemp(prefix="mnist-regression-outputs-"))
+        save_results(result, kept, label)
+        raise DataError(
+            f"cannot write the outputs to {out_dir} ({err.strerror or err}); "
+            f"the weights, history and metrics are kept in {kept}: copy them "
+            "there once the folder is writable again"
+        ) from None
+    record.end_run(out_dir, train_seconds=seconds)
     if key:
-        parent = run_log.parent_run_id()
-        reuse.keep(
-            cfg.reuse_dir, key, out_dir, weights_sha256, run.run_id, parent,
-            started["run_key"],
-        )  # fmt: skip
+        reuse.keep(cfg.reuse_dir, key, out_dir, started["run_key"])
     return result
 
 
 def start_record(out_dir: Path, name: str, resolved: dict, tags, dataset, **extra):
     """The job folder's ``run.json`` (``common.record``), before training starts."""
-    tags = {k: v for k, v in tags.items() if k != "mlflow.parentRunId"}
-    parent_key = os.environ.get(record.SWEEP_KEY_VARIABLE) or None
     return record.start_run(
         out_dir,
         {
             "run_name": name,
-            "parent_key": parent_key,
+            "parent_key": os.environ.get(record.SWEEP_KEY_VARIABLE) or None,
             "params": resolved,
             "tags": {**tags, **process_tags()},
             "dataset": dataset,
@@ -260,56 +245,28 @@ def start_record(out_dir: Path, name: str, resolved: dict, tags, dataset, **extr
     )
 
 
-def reused(kept, cfg, setup: Setup, out_dir, name, tags, data_file, digest):
-    """The RunResult of a job kept in ``reuse_dir`` (``app.reuse``), its outputs
-    copied to ``out_dir``; None when its run is not FINISHED in the store (it
-    trains again). A job of the same sweep (resumed) is its run already; in
-    another sweep a run records the same curves and final metrics, tagged
-    ``reused_from`` with the run that trained it."""
-    tracked = cfg.tracking.enabled
-    if tracked and not (kept.run_id and run_log.finished(cfg.tracking, kept.run_id)):
-        return None
+def reused(kept: reuse.Kept, setup: Setup, out_dir, name, tags, dataset, own):
+    """The RunResult of a job kept in ``reuse_dir`` (``app.reuse``): its outputs
+    copied to ``out_dir``, a ``run.json`` of its own naming the run it copies."""
     job = kept.job()
     reuse.restore(kept, out_dir, setup.resolved)
-    run_id = kept.run_id if tracked else None
-    dataset = provenance.dataset(data_file, digest, setup.arrays)
-    if tracked and kept.parent_run_id != run_log.parent_run_id():
-        extra = {**tags, provenance.REUSED_TAG: kept.run_id}
-        run_tags = run_log.training_tags(setup.kind, setup.task, digest, extra)
-        started = start_record(out_dir, name, setup.resolved, run_tags, dataset)
-        run = run_log.open_run(
-            cfg.tracking,
-            name,
-            setup.resolved,
-            {**run_tags, index.RUN_KEY_TAG: started["run_key"]},
-            out_dir,
-            dataset,
-        )
-        with run:
-            for i, epoch in enumerate(job.history.epoch):
-                run.log_epoch(epoch, {k: v[i] for k, v in job.history.metrics.items()})
-            run_log.log_reused(
-                run, job, sha256_of(out_dir / "weights.npz"), kept.run_id
-            )
-        run_id = run.run_id
-        record.end_run(out_dir)
-    else:  # the kept job's own run (a resumed sweep), or none
-        run_tags = run_log.training_tags(setup.kind, setup.task, digest, tags)
-        fields = {"run_key": kept.run_key} if tracked and kept.run_key else {}
-        start_record(out_dir, name, setup.resolved, run_tags, dataset, **fields)
-        record.end_run(out_dir)
+    start_record(
+        out_dir, name, setup.resolved, tags, dataset, reused_from=kept.run_key, **own
+    )
+    record.end_run(out_dir)
     log.info("%s: the same job finished before; its outputs reused", name)
     model = LinearModel(setup.kind, job.model.weights, job.model.bias)
     final = {k: job.metrics[k] for k in final_metrics(job.history)}
-    return RunResult(model, job.history, final, setup.labels, run_id, setup.resolved)
+    return RunResult(model, job.history, final, setup.labels, None, setup.resolved)
 
 
 class Progress:
-    """Each evaluation: checked for a stop request, logged to the run, shown on
-    a progress bar (a terminal) or as lines every few seconds (elsewhere)."""
+    """Each evaluation: checked for a stop request, appended to ``history.csv``,
+    shown on a progress bar (a terminal) or as lines every few seconds
+    (elsewhere)."""
 
-    def __init__(self, name: str, epochs: int, show: bool, run, history_log) -> None:
-        self.run, self.history_log = run, history_log
+    def __init__(self, name: str, epochs: int, show: bool, history_log) -> None:
+        self.history_log = history_log
         self.history = History()  # what an interrupted run still writes
         self.bar = tqdm(total=epochs, disable=not show, unit="epoch")
         self.lines = ProgressLines(name, enabled=not show)
@@ -325,7 +282,6 @@ class Progress:
         check_stop()
         self.history.append(epoch, values)
         self.history_log.append(epoch, values)
-        self.run.log_epoch(epoch, values)
         self.bar.update(epoch - self.bar.n)
         self.bar.set_postfix(
             val_loss=f"{values['val_loss']:.4f}",
@@ -334,9 +290,8 @@ class Progress:
         self.lines.eval(epoch, values)
 
 
-def save_results(result: RunResult, directory: Path, label: str) -> str:
-    """The run's DVC outputs: history.csv, metrics.json and weights.npz; returns
-    the SHA-256 of weights.npz, by which its MLflow run is found again."""
+def save_results(result: RunResult, directory: Path, label: str) -> None:
+    """The run's DVC outputs: history.csv, metrics.json and weights.npz."""
     history = result.history
     weights = directory / "weights.npz"
     save_npz(weights, {"weights": result.model.weights, "bias": result.model.bias})
@@ -351,7 +306,6 @@ def save_results(result: RunResult, directory: Path, label: str) -> str:
             "config": result.config,
         },
     )
-    return sha256_of(weights)
 
 
 def save_interrupted(

@@ -2,10 +2,10 @@
 
 ``SweepGuard`` (a Hydra callback): every value the sweep will set is checked
 in the launching process (a wrong one stops the sweep before any worker starts),
-the tracking target is checked once before any job starts, the numbered job
-folders of ``output_dir`` from an earlier sweep are cleared, the sweep's MLflow
-parent run (``SweepRun``) is opened, and the end of
-the sweep names its failed jobs and closes the parent with its best job.
+the numbered job folders of ``output_dir`` from an earlier sweep are cleared,
+the sweep's recorder (``tracking.recorder``) opens the store, failing before
+any job starts if it cannot, and records the jobs' folders as they train; the
+end of the sweep names its failed jobs and closes the parent with its best job.
 SIGTERM is passed on to the workers (``forward_to_workers``).
 """
 
@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from ..common import cli
 from ..common.config import train_config
 from ..common.errors import ConfigError, UserError
-from ..tracking.run_log import SweepRun
 from .results import job_failure, job_folders, read_stage
 
 WAIT_FOR_WORKERS = 60.0  # seconds a stopped sweep waits for its jobs to close runs
@@ -43,13 +42,16 @@ class SweepGuard(Callback):
         if config.get("output_dir"):  # job folders, and Hydra's logs beside them
             clear_job_folders(Path(config.output_dir))
             clear_job_folders(Path(config.hydra.sweep.dir))
+        if not config.tracking.enabled:
+            return
+        from ..tracking.recorder import start_sweep
+
+        jobs_dir = Path(config.output_dir or config.hydra.sweep.dir)
+        folder = str(config.hydra.sweep.dir)
         try:
-            if config.tracking.enabled:
-                grid = sweep_grid(config)
-                resume = bool(config.get("reuse_dir"))  # see app.reuse
-                jobs_dir = Path(config.output_dir or config.hydra.sweep.dir)
-                folder = str(config.hydra.sweep.dir)
-                _sweep.open(config.tracking, grid, folder, resume, jobs_dir)
+            _sweep.recorder = start_sweep(
+                config.tracking, jobs_dir, sweep_grid(config), folder
+            )
         except UserError as err:
             cli.print_error(err)
             sys.exit(1)  # SystemExit passes Hydra's callback guard; stops the sweep
@@ -59,12 +61,23 @@ class SweepGuard(Callback):
         summary = sweep_summary(base)
         if summary:
             print(summary, file=sys.stderr, flush=True)
-        _sweep.close(
-            "FINISHED", finished_curves(base) if config.tracking.artifacts else None
-        )
+        curves = finished_curves(base) if config.tracking.artifacts else None
+        _sweep.finish("FINISHED", curves)
 
 
-_sweep = SweepRun()
+class _Sweep:
+    """The running sweep's recorder, ended once: at the sweep's end, or by
+    ``close_sweep`` when it is interrupted."""
+
+    recorder = None
+
+    def finish(self, status: str, curves: list | None = None) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder.finish(status, curves)
+
+
+_sweep = _Sweep()
 
 
 def finished_curves(base: Path) -> list:
@@ -163,5 +176,5 @@ def forward_to_workers(signum: int) -> None:
 
 
 def close_sweep() -> None:
-    """End the parent run of a sweep that did not reach its end."""
-    _sweep.close("KILLED" if cli.stop_requested() else "FAILED")
+    """Record what a sweep that did not reach its end left, and end its parent."""
+    _sweep.finish("KILLED" if cli.stop_requested() else "FAILED")

@@ -168,7 +168,6 @@ class TrackingConfig:
     uri: str | None = MISSING
     experiment: str = MISSING
     artifacts: bool = MISSING
-    retry_seconds: float = MISSING
 
 
 @dataclass
@@ -335,11 +334,6 @@ def check_training(cfg: DictConfig) -> None:
         opt.max_steps is None or opt.max_steps >= 1,
         "optimizer.max_steps",
         f"must be null (no limit) or >= 1, got {opt.max_steps}",
-    )
-    require(
-        cfg.tracking.retry_seconds >= 0,
-        "tracking.retry_seconds",
-        f"must be >= 0, got {cfg.tracking.retry_seconds}",
     )
     check_seed(cfg.seed)
     require(

@@ -16,6 +16,7 @@ A sweep's folder holds ``sweep.json``: the parent run's key, name and grid.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -73,16 +74,24 @@ class HistoryLog:
     def __init__(self, path: Path, label: str, metrics: list[str]) -> None:
         self.path, self.label, self.metrics = Path(path), label, list(metrics)
         self.handle = None
+        self.failed = False  # a disk that filled: the run's end writes it whole
 
     def append(self, epoch: int, values: Mapping[str, float]) -> None:
-        if self.handle is None:
-            self.handle = open(self.path, "w", newline="")  # noqa: SIM115
-            csv.writer(self.handle, lineterminator="\n").writerow(
-                ["run", "epoch", *self.metrics]
-            )
-        row = [self.label, epoch, *(values[m] for m in self.metrics)]
-        csv.writer(self.handle, lineterminator="\n").writerow(row)
-        self.handle.flush()
+        if self.failed:
+            return
+        try:
+            if self.handle is None:
+                self.handle = open(self.path, "w", newline="")  # noqa: SIM115
+                csv.writer(self.handle, lineterminator="\n").writerow(
+                    ["run", "epoch", *self.metrics]
+                )
+            row = [self.label, epoch, *(values[m] for m in self.metrics)]
+            csv.writer(self.handle, lineterminator="\n").writerow(row)
+            self.handle.flush()
+        except OSError:
+            self.failed = True
+            with contextlib.suppress(OSError):
+                self.close()
 
     def close(self) -> None:
         if self.handle is not None:

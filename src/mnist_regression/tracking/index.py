@@ -12,14 +12,20 @@ it holds are the steps of its ``epoch/val_loss``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from ..common.errors import DataError
+from ..common.io import sha256_of
 from ..common.record import (
     HISTORY_FILE,
     METRICS_FILE,
@@ -32,8 +38,11 @@ from ..common.record import (
 )
 from ..data.prepare import PIXEL_MAX
 from .liveness import process_alive
-from .writer import EPOCH_SECTION, flatten
+from .provenance import REUSED_TAG, WEIGHTS_TAG
 
+# Per-epoch metrics are named epoch/<name>: MLflow's run page then shows them in
+# a section of their own, ahead of the single values of the whole run.
+EPOCH_SECTION = "epoch"
 RUN_KEY_TAG = "run_key"
 PROBE_METRIC = "val_loss"  # every evaluation has it
 COMPLETE_TAG = "index.complete"
@@ -70,10 +79,7 @@ class Indexed:
             f"{len(self.updated)} completed",
             f"{len(self.unchanged)} already indexed",
         ]
-        text = ", ".join(parts)
-        for folder, reason in self.unreadable:
-            text += f"\n  skipped {folder}: {reason}"
-        return text
+        return ", ".join(parts)
 
 
 class Index:
@@ -114,17 +120,28 @@ class Index:
         for above in folder.parents:
             sweep = read_json(above / SWEEP_FILE)
             if sweep is not None and sweep.get("run_key") == key:
-                run_id = self.client.create_run(
-                    self.experiment_id,
-                    run_name=sweep.get("run_name"),
-                    tags={**sweep.get("tags", {}), RUN_KEY_TAG: key},
-                    start_time=sweep.get("started"),
-                ).info.run_id
-                for name, values in sweep.get("grid", {}).items():
-                    self.client.log_param(run_id, name, values)
-                self._runs.pop(key, None)
-                return run_id
+                return self.ensure_parent(above)
         return None
+
+    def ensure_parent(self, jobs_dir: Path) -> str:
+        """The parent run of the sweep whose ``sweep.json`` is in ``jobs_dir``,
+        created (with its grid as params) if missing."""
+        sweep = read_json(jobs_dir / SWEEP_FILE)
+        if sweep is None or "run_key" not in sweep:
+            raise DataError(f"{jobs_dir / SWEEP_FILE} is missing or damaged")
+        key = sweep["run_key"]
+        run = self.find(key)
+        if run is not None:
+            return run.info.run_id
+        run_id = self.client.create_run(
+            self.experiment_id,
+            run_name=sweep.get("run_name"),
+            tags={**sweep.get("tags", {}), RUN_KEY_TAG: key},
+            start_time=sweep.get("started"),
+        ).info.run_id
+        for name, values in sweep.get("grid", {}).items():
+            self.client.log_param(run_id, name, values)
+        return run_id
 
     def index_folder(self, folder: Path, record: dict) -> str:
         """Create or complete the run of one job folder; which of the two, or
@@ -197,6 +214,13 @@ class Index:
             parent = self.parent_id(folder, record["parent_key"])
             if parent:
                 tags["mlflow.parentRunId"] = parent
+        if record.get("reused_from"):  # the run that trained it, by its key
+            trainer = self.find(record["reused_from"])
+            tags[REUSED_TAG] = trainer.info.run_id if trainer else record["reused_from"]
+            tags["mlflow.note.content"] = (
+                f"A copy of the job run {tags[REUSED_TAG]} trained with the same "
+                "settings, code and data: its outputs, curves and final metrics."
+            )
         run = self.client.create_run(
             self.experiment_id,
             run_name=record.get("run_name"),
@@ -207,11 +231,7 @@ class Index:
 
         log_params(self.client, run.info.run_id, flatten(record.get("params", {})))
         if record.get("dataset"):
-            from mlflow.entities import Dataset, DatasetInput, InputTag
-
-            context = InputTag("mlflow.data.context", "training")
-            data = DatasetInput(Dataset(**record["dataset"]), [context])
-            self.client.log_inputs(run.info.run_id, [data])
+            log_dataset(self.client, run.info.run_id, record["dataset"])
         return self.client.get_run(run.info.run_id)
 
     def _complete(self, folder: Path, run, record: dict, metrics: dict):
@@ -230,14 +250,76 @@ class Index:
         for tag in ("stop_reason", "failure_reason"):
             if metrics.get(tag):
                 self.client.set_tag(run_id, tag, str(metrics[tag])[:5000])
+        if (folder / WEIGHTS_FILE).is_file():  # finds the run of any copy of it
+            self.client.set_tag(run_id, WEIGHTS_TAG, sha256_of(folder / WEIGHTS_FILE))
         if status == "FINISHED" and "failure_reason" in run.data.tags:
             self.client.delete_tag(run_id, "failure_reason")  # ended KILLED before
         params = record.get("params", {})
         wanted = params.get("tracking", {}).get("artifacts", True)
+        ended = record.get("ended") or now_ms()
         if status == "FINISHED" and wanted and (folder / WEIGHTS_FILE).is_file():
-            log_outputs(self.client, run_id, folder, record)
-        self.client.set_terminated(run_id, status, record.get("ended") or now_ms())
+            try:
+                log_outputs(self.client, run_id, folder, record)
+            except BaseException:
+                # the run's true status now; the next sync adds the artifacts
+                with contextlib.suppress(Exception):
+                    self.client.set_terminated(run_id, status, ended)
+                raise
+        self.client.set_terminated(run_id, status, ended)
         self.client.set_tag(run_id, COMPLETE_TAG, "true")
+
+
+def log_dataset(client, run_id: str, dataset: dict) -> None:
+    """The prepared data as the run's input. Two commands on the same data may
+    both find it missing and both insert it; the loser finds it on a second try."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    context = InputTag("mlflow.data.context", "training")
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, [DatasetInput(Dataset(**dataset), [context])])
+            return
+        except Exception as err:
+            if attempt == 2 or "UNIQUE constraint" not in str(err):
+                raise
+            time.sleep(0.1)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested config as MLflow params: ``optimizer.lr`` -> its value as text."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+@contextlib.contextmanager
+def fluent_target(uri: str, experiment_id: str):
+    """MLflow's fluent API pointed at ``uri`` and the experiment (a logged model's
+    home) for the duration, then put back as it was: ``mlflow.set_tracking_uri``
+    and ``set_experiment`` also set MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID
+    in the environment, which later runs and child processes would inherit."""
+    import mlflow
+
+    saved = {
+        k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    }
+    previous = mlflow.get_tracking_uri() if saved["MLFLOW_TRACKING_URI"] else None
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def log_outputs(client, run_id: str, folder: Path, record: dict) -> None:
@@ -265,8 +347,6 @@ def log_outputs(client, run_id: str, folder: Path, record: dict) -> None:
         run_figures.save_weight_pngs(model, labels, out, record.get("run_name", ""))
         client.log_artifacts(run_id, str(out))
     example = example_input(Path(data["prepared_dir"]) / f"{task}.npz", model)
-    from .writer import fluent_target
-
     experiment = client.get_run(run_id).info.experiment_id
     with fluent_target(client.tracking_uri, experiment):
         factor = PIXEL_MAX / float(data["scale"])

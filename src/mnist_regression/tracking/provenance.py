@@ -180,3 +180,24 @@ def dataset(path: Path, digest: str, arrays: Mapping[str, np.ndarray]) -> dict:
         "schema": json.dumps(schema),
         "profile": json.dumps(counts),
     }
+
+
+def training_tags(kind: str, task: str, digest: str, extra: Mapping[str, str]):
+    """The tags a training run starts with (``extra``: the app's own)."""
+    return {
+        "model": kind,
+        "task": task,
+        "data_sha256": digest,
+        **source_tags(),
+        **extra,
+    }
+
+
+def sweep_name(grid: Mapping[str, str]) -> str:
+    """A parent run's name: its DVC stage, inside ``dvc exp run`` the experiment
+    (so that two experiments' sweeps of one stage never share a name), its grid:
+    ``train@models (pudgy-clog): model.name=logistic,softmax seed=0,1``."""
+    label = os.environ.get("DVC_STAGE") or "sweep"
+    if os.environ.get("DVC_EXP_NAME"):
+        label += f" ({os.environ['DVC_EXP_NAME']})"
+    return f"{label}: " + " ".join(f"{k}={v}" for k, v in grid.items())

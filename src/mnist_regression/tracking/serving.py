@@ -51,7 +51,7 @@ def log_model(
     """Log ``model`` to the run as the MLflow Model ``model``: its input, pixels in
     [0, 1], times ``factor`` are what the model trained on (255 / data.scale); it
     predicts the digit ``classes[c]`` for class c. With signature and input example
-    (the tracking URI must be set, as ``MlflowRun`` does)."""
+    (the tracking URI must be set, as ``index.fluent_target`` does)."""
     from mlflow.models import Model, infer_signature
 
     example = np.asarray(example, dtype=np.float32)

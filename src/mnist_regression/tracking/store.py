@@ -2,10 +2,8 @@
 
 Command line::
 
-    python -m mnist_regression.tracking.store check        # is the target usable?
-    python -m mnist_regression.tracking.store mark-killed  # end runs whose process died
+    python -m mnist_regression.tracking.store check          # is the target usable?
     python -m mnist_regression.tracking.store sync PATH ...  # job folders -> MLflow
-    python -m mnist_regression.tracking.store replay [PATH ...]  # kept data -> MLflow
     python -m mnist_regression.tracking.store ui [--port 5000]   # mlflow ui on the runs
 """
 
@@ -13,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,11 +21,11 @@ from pathlib import Path
 
 from ..common.cli import main_guard
 from ..common.errors import DataError, UserError
-from ..common.record import RUN_FILE, read_json
+from ..common.record import METRICS_FILE, RUN_FILE, SWEEP_FILE, read_json
 from .index import Index, Indexed, run_folders
-from .liveness import mark_stale_runs
-from .pending import pending_folders, replay
+from .liveness import process_alive
 from .provenance import study_experiment
+from .recorder import close_parent
 from .session import open_session
 from .target import Target, resolve_target
 
@@ -105,22 +104,49 @@ def sync_folders(target: Target, paths: list[Path], experiment: str | None):
             folder
         )
     for name, group in by_experiment.items():
-        Index(session.client, session.experiment_id(name)).index(group, done)
+        index = Index(session.client, session.experiment_id(name))
+        index.index(group, done)
+        close_sweeps(index, group)
     return done
+
+
+def close_sweeps(index: Index, folders: list[Path]) -> None:
+    """End the parent runs a recorder left open (killed, or its store failed)
+    once the sweep's process is gone: FINISHED where every job finished or
+    failed, KILLED where one was stopped or never wrote its ``metrics.json``."""
+    sweeps = {f.parent for f in folders if (f.parent / SWEEP_FILE).is_file()}
+    for jobs_dir in sorted(sweeps):
+        sweep = read_json(jobs_dir / SWEEP_FILE) or {}
+        parent = index.find(sweep.get("run_key", ""))
+        if parent is None or parent.info.status != "RUNNING":
+            continue
+        tags = sweep.get("tags", {})
+        pid = str(tags.get("pid", ""))
+        here = tags.get("host") == socket.gethostname() and pid.isdigit()
+        if here and process_alive(int(pid), tags.get("pid_started")):
+            continue  # its recorder is still at work
+        statuses = [
+            (read_json(job / METRICS_FILE) or {}).get("status")
+            for job in run_folders([jobs_dir])
+        ]
+        if None in statuses and tags.get("host") != socket.gethostname():
+            continue  # jobs elsewhere may still be training
+        done = all(status in ("FINISHED", "FAILED") for status in statuses)
+        status = "FINISHED" if done else "KILLED"
+        close_parent(index.client, parent.info.run_id, status, None)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_regression.tracking.store",
-        description="Check the MLflow tracking target, end runs whose process died, "
-        "and write kept tracking data into MLflow.",
+        description="Check the MLflow tracking target, index job folders into it, "
+        "and open mlflow ui on it.",
     )
     parser.add_argument(
         "--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else the project's)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="check that runs can be recorded")
-    sub.add_parser("mark-killed", help="end as KILLED the runs whose process is gone")
     sync = sub.add_parser(
         "sync",
         help="index job folders into MLflow: each run once, completed from its folder",
@@ -132,8 +158,6 @@ def main(argv: list[str] | None = None) -> None:
         "--experiment",
         help="the experiment to index into (default: each folder's own)",
     )
-    play = sub.add_parser("replay", help="write mlflow-pending/ folders into MLflow")
-    play.add_argument("paths", nargs="*", type=Path, help="folders to search")
     show = sub.add_parser(
         "ui", help="start `mlflow ui` opened on the experiment's runs"
     )
@@ -143,36 +167,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        if args.command == "replay":
-            roots = args.paths or [Path(p) for p in ("outputs", "multirun", "results")]
-            folders = pending_folders(p for p in roots if p.exists())
-            if not folders:
-                print("nothing to replay: no mlflow-pending folder found")
-            unreadable = []
-            for folder in folders:
-                try:
-                    print(replay(folder, args.uri))
-                except DataError as err:  # this folder only: replay the others
-                    print(f"error: {err}", file=sys.stderr)
-                    unreadable.append(folder)
-            if unreadable:
-                raise SystemExit(1)
-            return
         target = resolve_target(args.uri)
         if args.command == "sync":
-            print(sync_folders(target, args.paths, args.experiment).summary())
+            done = sync_folders(target, args.paths, args.experiment)
+            print(done.summary())
+            for folder, reason in done.unreadable:
+                print(
+                    f"error: {folder}: {reason}; move it aside, or restore it, "
+                    "and sync again",
+                    file=sys.stderr,
+                )
+            if done.unreadable:
+                raise SystemExit(1)
             return
         if args.command == "ui":
             serve_ui(target, args.experiment, args.host, args.port)
             return
-        session = open_session(target)
-        if args.command == "check":
-            print(f"{target.uri}: usable")
-            return
-        client = session.client
-        ids = [e.experiment_id for e in client.search_experiments()]
-        stale = mark_stale_runs(client, ids) if ids else []
-        print(f"{len(stale)} runs marked KILLED" + "".join(f"\n  {r}" for r in stale))
+        open_session(target)
+        print(f"{target.uri}: usable")  # check
 
     main_guard(run)
 

@@ -1,5 +1,5 @@
-"""The MLflow adapter against a real SQLite store: what it leaves in the
-environment, and a race between parallel jobs on the same data."""
+"""Writing MLflow against a real SQLite store: what it leaves in the
+environment, a race between commands on the same data, the default store."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_regression.tracking.writer import MlflowRun, fluent_target
+from mnist_regression.tracking.index import fluent_target, log_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -33,24 +33,14 @@ def test_the_environment_is_put_back(tmp_path, monkeypatch, before):
     assert "MLFLOW_EXPERIMENT_ID" not in os.environ
 
 
-def test_a_dataset_inserted_meanwhile_by_a_parallel_job_is_linked(
-    tmp_path, monkeypatch
-):
-    """Two jobs on the same data both find its dataset missing and both insert
-    it: the loser's insert fails on the store's unique key. Its run still gets
-    the dataset input, found on a second try."""
+def test_a_dataset_inserted_meanwhile_by_another_command_is_linked(tmp_path):
+    """Two commands on the same data both find its dataset missing and both
+    insert it: the loser's insert fails on the store's unique key. Its run still
+    gets the dataset input, found on a second try."""
     from mlflow.exceptions import MlflowException
-    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create(
-        {
-            "enabled": True,
-            "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "experiment": "runs",
-            "artifacts": False,
-            "retry_seconds": 1,
-        }
-    )
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("runs"))
     dataset = {
         "name": "pixels",
         "digest": "abc123",
@@ -59,28 +49,18 @@ def test_a_dataset_inserted_meanwhile_by_a_parallel_job_is_linked(
         "schema": "{}",
         "profile": "{}",
     }
-    run = MlflowRun(cfg, "job", {}, {}, tmp_path, dataset)
-    real = None
+    real = client.log_inputs
 
     def lose_the_race_once(run_id, datasets):
-        run.client.log_inputs = real  # the other job has inserted it by now
+        client.log_inputs = real  # the other command has inserted it by now
         raise MlflowException(
             "(sqlite3.IntegrityError) UNIQUE constraint failed: "
             "datasets.experiment_id, datasets.name, datasets.digest"
         )
 
-    original = MlflowRun._log_dataset
-
-    def racing(self):
-        nonlocal real
-        real = self.client.log_inputs
-        self.client.log_inputs = lose_the_race_once
-        original(self)
-
-    monkeypatch.setattr(MlflowRun, "_log_dataset", racing)
-    with run:
-        pass
-    (found,) = MlflowClient(cfg.uri).get_run(run.run_id).inputs.dataset_inputs
+    client.log_inputs = lose_the_race_once
+    log_dataset(client, run.info.run_id, dataset)
+    (found,) = client.get_run(run.info.run_id).inputs.dataset_inputs
     assert found.dataset.digest == "abc123"
 
 
@@ -114,29 +94,3 @@ def test_the_default_store_is_where_plain_mlflow_looks(tmp_path, monkeypatch):
     session.client.log_text(new.info.run_id, "x", "note.txt")
     assert (tmp_path / "mlruns").is_dir()
     assert list((tmp_path / "mlruns").rglob("note.txt"))
-
-
-def test_a_signal_while_a_run_starts_ends_it_killed(tmp_path, monkeypatch):
-    """Ctrl-C after the store created the run but before it was ready to use:
-    the run ends KILLED, as one interrupted later would, not RUNNING."""
-    from omegaconf import OmegaConf
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = OmegaConf.create(
-        {"uri": uri, "experiment": "runs", "artifacts": False, "retry_seconds": 1}
-    )
-
-    def interrupted(self):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(MlflowRun, "_log_dataset", interrupted)
-    with (
-        pytest.raises(KeyboardInterrupt),
-        MlflowRun(cfg, "job", {}, {}, tmp_path, {"name": "x"}),
-    ):
-        pass
-    client = MlflowClient(uri)
-    (record,) = client.search_runs(
-        [client.get_experiment_by_name("runs").experiment_id]
-    )
-    assert record.info.status == "KILLED"
