@@ -227,6 +227,16 @@ def runs_of(client, experiment: str = "mnist-regression") -> list:
     return client.search_runs([found.experiment_id], order_by=["start_time ASC"])
 
 
+LONG = (  # a run that goes on until stopped, evaluating ~20 times a second
+    "optimizer.max_epochs=1000000000",
+    "optimizer.patience=1000000000",
+    "optimizer.lr=0.0001",
+    "optimizer.batch_size=null",
+    "optimizer.eval_every=2000",
+    "tracking.artifacts=false",
+)
+
+
 # Waits end on a condition, however busy the machine: what a test waits for
 # happens, or the process it waits on ends first. HANG only stops a test that
 # would otherwise wait forever (a bug), far beyond any load.

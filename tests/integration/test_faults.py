@@ -31,6 +31,7 @@ from mnist_regression.data.download import MNIST_SHA256
 from .conftest import (  # noqa: F401
     BIN,
     HANG,
+    LONG,
     REPO_ROOT,
     run,
     runs_of,
@@ -40,15 +41,6 @@ from .conftest import (  # noqa: F401
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-LONG = (  # a run that goes on until stopped, evaluating ~20 times a second
-    "optimizer.max_epochs=1000000000",
-    "optimizer.patience=1000000000",
-    "optimizer.lr=0.0001",
-    "optimizer.batch_size=null",
-    "optimizer.eval_every=2000",
-    "tracking.artifacts=false",
-)
 
 
 def no_traceback(*texts: str) -> None:

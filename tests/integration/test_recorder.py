@@ -13,7 +13,7 @@ import pytest
 
 from mnist_regression.common.record import read_json, read_rows
 
-from .conftest import run, wait_for
+from .conftest import LONG, run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,6 @@ class Watch(MetaPathFinder):
 
 sys.meta_path.insert(0, Watch())
 """
-LONG = (  # jobs that go on until stopped, evaluating often
-    "optimizer.max_epochs=1000000000",
-    "optimizer.patience=1000000000",
-    "optimizer.lr=0.0001",
-    "optimizer.batch_size=null",
-    "optimizer.eval_every=2000",
-    "tracking.artifacts=false",
-)
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
 
