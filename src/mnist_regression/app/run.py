@@ -34,7 +34,7 @@ from ..core.training import (
     train,
     with_stable_rate,
 )
-from ..data.prepare import PIXEL_MAX, check_prepared_settings, load_task, pair_name
+from ..data.prepare import PIXEL_MAX, check_prepared_settings, class_labels, load_task
 from ..tracking import provenance
 from ..tracking.liveness import process_tags
 from . import reuse
@@ -76,12 +76,6 @@ class ProgressLines:
                 values["val_accuracy"],
                 now - self.start,
             )
-
-
-def class_labels(cfg: DictConfig, kind: str, n_classes: int) -> list[str]:
-    if kind == "logistic":
-        return [pair_name(cfg.data.digits)]
-    return [str(digit) for digit in range(n_classes)]
 
 
 def final_metrics(history: History) -> dict[str, float]:
@@ -128,7 +122,7 @@ def set_up(cfg: DictConfig) -> Setup:
         share = "2" if schedule.averaged(len(data.x["train"])) else "1"
         log.info("optimizer.lr=auto: %s / (L + model.l2) = %.4g", share, schedule.lr)
         resolved["optimizer"]["lr"] = schedule.lr
-    labels = class_labels(cfg, kind, data.n_classes)
+    labels = class_labels(task, cfg.data.digits)
     return Setup(kind, task, arrays, data, model, objective, schedule, labels, resolved)
 
 

@@ -39,6 +39,14 @@ def pair_name(digits) -> str:
     return f"{positive} vs {negative}"
 
 
+def class_labels(task: str, digits) -> list[str]:
+    """How a model's classes are shown: the pair ("2 vs 3") for the binary task,
+    each digit for the others."""
+    if task == "binary":
+        return [pair_name(digits)]
+    return [str(digit) for digit in class_digits(task, digits)]
+
+
 def class_digits(task: str, digits) -> list[int]:
     """The digit of each class a model predicts: for the binary task class 0 is
     the second digit of ``digits`` and class 1 the first; else the digit itself."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -37,7 +36,7 @@ from ..common.record import (
     read_rows,
 )
 from ..data.prepare import PIXEL_MAX
-from .liveness import process_alive
+from .liveness import gone_from_here
 from .provenance import REUSED_TAG, WEIGHTS_TAG
 
 # Per-epoch metrics are named epoch/<name>: MLflow's run page then shows them in
@@ -152,22 +151,16 @@ class Index:
 
         key = record["run_key"]
         run = self.find(key)
-        outcome = "updated"
-        if run is None:
+        created = run is None
+        if created:
             run = self._create(folder, record)
-            outcome = "created"
-        tags = run.data.tags
-        if tags.get(COMPLETE_TAG) == "true":
+        if run.data.tags.get(COMPLETE_TAG) == "true":
             return "unchanged"
         run_id = run.info.run_id
-        rows = read_rows(folder / HISTORY_FILE)
         logged = self.logged_epochs(run_id)
-        metrics = read_json(folder / METRICS_FILE)
-        new = [row for row in rows if int(row["epoch"]) not in logged]
-        if metrics is None and not new:
-            if self.end_if_orphaned(run, record):
-                return "updated"
-            return outcome if outcome == "created" else "unchanged"
+        new = [
+            r for r in read_rows(folder / HISTORY_FILE) if int(r["epoch"]) not in logged
+        ]
         stamp = now_ms()
         points = [
             Metric(f"{EPOCH_SECTION}/{name}", value, stamp, int(row["epoch"]))
@@ -177,28 +170,27 @@ class Index:
         ]
         for batch in metric_batches(points):
             self.client.log_batch(run_id, metrics=batch)
+        metrics = read_json(folder / METRICS_FILE)
         if metrics is not None:
             self._complete(folder, run, record, metrics)
-        else:
-            self.end_if_orphaned(run, record)
-        self._runs.pop(key, None)
-        return outcome
+        ended = metrics is None and self.end_if_orphaned(run, record)
+        self._runs.pop(key, None)  # written to: found again when next asked
+        if created:
+            return "created"
+        return "updated" if new or metrics is not None or ended else "unchanged"
 
     def end_if_orphaned(self, run, record: dict) -> bool:
         """End as KILLED the run of a folder without ``metrics.json`` whose job's
         process is gone from this host (SIGKILL, a machine that stopped); a
         ``metrics.json`` that appears later still completes it."""
         tags = record.get("tags", {})
-        if run.info.status != "RUNNING" or tags.get("host") != socket.gethostname():
-            return False
-        pid = str(tags.get("pid", ""))
-        if not pid.isdigit() or process_alive(int(pid), tags.get("pid_started")):
+        if run.info.status != "RUNNING" or not gone_from_here(tags):
             return False
         self.client.set_tag(
             run.info.run_id,
             "failure_reason",
-            f"process {pid} ended without writing metrics.json (killed, or the "
-            "machine stopped)",
+            f"process {tags['pid']} ended without writing metrics.json (killed, "
+            "or the machine stopped)",
         )
         self.client.set_terminated(run.info.run_id, "KILLED")
         return True
@@ -329,7 +321,7 @@ def log_outputs(client, run_id: str, folder: Path, record: dict) -> None:
 
     from ..core.losses import TASKS
     from ..core.models import LinearModel
-    from ..data.prepare import class_digits, pair_name
+    from ..data.prepare import class_digits, class_labels
     from ..figures import run_figures
     from . import serving
 
@@ -339,7 +331,7 @@ def log_outputs(client, run_id: str, folder: Path, record: dict) -> None:
     with np.load(folder / WEIGHTS_FILE) as arrays:
         model = LinearModel(kind, arrays["weights"], arrays["bias"])
     classes = class_digits(task, data["digits"])
-    labels = [pair_name(data["digits"])] if task == "binary" else [*map(str, classes)]
+    labels = class_labels(task, data["digits"])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(params)))

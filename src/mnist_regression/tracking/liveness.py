@@ -34,3 +34,12 @@ def process_alive(pid: int, started: str | None) -> bool:
         return started is None or f"{process.create_time():.2f}" == started
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
+
+
+def gone_from_here(tags) -> bool:
+    """Whether the process that ``tags`` (``process_tags``) name ran on this host
+    and is gone; False for another host's, whose fate is unknown here."""
+    pid = str(tags.get("pid", ""))
+    if tags.get("host") != socket.gethostname() or not pid.isdigit():
+        return False
+    return not process_alive(int(pid), tags.get("pid_started"))

@@ -105,9 +105,7 @@ class Recorder:
             else:  # the run's own, once its folder is started
                 while not self.stopping.is_set() and not self.started():
                     self.stopping.wait(0.05)
-                for folder in self.folders():
-                    index.index_folder(folder, read_json(folder / RUN_FILE))
-                    self.seen[folder] = stamp(folder)
+                self.index_changed(index)
             self.index = index
         except BaseException as err:  # noqa: BLE001 - told by the command's thread
             refused = self.target and self.target.refused(err, self.experiment)
@@ -120,18 +118,22 @@ class Recorder:
         if self.error is None:
             self._pass()
 
+    def index_changed(self, index: Index) -> None:
+        """Index the folders that changed since they were last indexed."""
+        for folder in self.folders():
+            now = stamp(folder)
+            if self.seen.get(folder) == now:
+                continue
+            record = read_json(folder / RUN_FILE)
+            if record is None or "run_key" not in record:
+                continue  # being written, or not a job's
+            index.index_folder(folder, record)
+            self.seen[folder] = now
+
     def _pass(self) -> bool:
         """Index the folders that changed; False once the store failed."""
         try:
-            for folder in self.folders():
-                now = stamp(folder)
-                if self.seen.get(folder) == now:
-                    continue
-                record = read_json(folder / RUN_FILE)
-                if record is None or "run_key" not in record:
-                    continue  # being written, or not a job's
-                self.index.index_folder(folder, record)
-                self.seen[folder] = now
+            self.index_changed(self.index)
         except Exception as err:  # noqa: BLE001 - the folders keep the runs
             self.error = err
             return False
@@ -211,8 +213,8 @@ class Recorder:
                     close_parent(self.index.client, self.parent_id, status, curves)
                 except Exception as err:  # noqa: BLE001 - the jobs' runs are in
                     self.error = err
-        if self.warning():
-            print(self.warning(), file=sys.stderr, flush=True)
+        if warning := self.warning():
+            print(warning, file=sys.stderr, flush=True)
 
 
 def start_sweep(tracking: Mapping, jobs_dir: Path, grid: dict, folder: str):

@@ -23,7 +23,7 @@ from ..common.cli import main_guard
 from ..common.errors import DataError, UserError
 from ..common.record import METRICS_FILE, RUN_FILE, SWEEP_FILE, read_json
 from .index import Index, Indexed, run_folders
-from .liveness import process_alive
+from .liveness import gone_from_here
 from .provenance import study_experiment
 from .recorder import close_parent
 from .session import open_session
@@ -121,15 +121,14 @@ def close_sweeps(index: Index, folders: list[Path]) -> None:
         if parent is None or parent.info.status != "RUNNING":
             continue
         tags = sweep.get("tags", {})
-        pid = str(tags.get("pid", ""))
-        here = tags.get("host") == socket.gethostname() and pid.isdigit()
-        if here and process_alive(int(pid), tags.get("pid_started")):
+        here = tags.get("host") == socket.gethostname()
+        if here and not gone_from_here(tags):
             continue  # its recorder is still at work
         statuses = [
             (read_json(job / METRICS_FILE) or {}).get("status")
             for job in run_folders([jobs_dir])
         ]
-        if None in statuses and tags.get("host") != socket.gethostname():
+        if None in statuses and not here:
             continue  # jobs elsewhere may still be training
         done = all(status in ("FINISHED", "FAILED") for status in statuses)
         status = "FINISHED" if done else "KILLED"
