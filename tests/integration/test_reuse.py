@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 
 import numpy as np
+import psutil
 import pytest
 
 from mnist_regression.common.record import read_rows
@@ -143,3 +145,72 @@ def test_a_job_another_sweep_trained_is_copied_with_a_run_of_its_own(app, tmp_pa
     metrics = json.loads((tmp_path / "b" / "0" / "metrics.json").read_text())
     assert metrics["config"]["output_dir"] == "b"
     assert sweep_a.info.run_id != sweep_b.info.run_id
+
+
+def the_sweeps_main_process(dvc) -> psutil.Process:
+    """The Hydra main process of the stage `dvc` runs: its recorder's home."""
+    found = [
+        p
+        for p in psutil.Process(dvc.pid).children(recursive=True)
+        if "mnist_regression.train" in " ".join(p.cmdline())
+    ]
+    return min(found, key=lambda p: p.create_time())
+
+
+def test_a_stage_killed_with_its_recorder_is_rerun_with_every_run_ended(app, tmp_path):
+    """SIGKILL to the stage's main process, its recorder with it, while the
+    second job trains; `dvc repro` again: the killed command's runs end (the
+    finished job FINISHED, the one training KILLED, their parent KILLED), the new
+    sweep holds every job once with all its points, the finished one copied.
+    Then the README's way to train everything again: delete the kept jobs and
+    `dvc repro -f -s train`: a third sweep of the same jobs, each once, none
+    copied."""
+    project, reuse = tmp_path / "project", tmp_path / "reuse"
+    command = app.command(
+        "-m", "seed=0,1,2", "optimizer.max_epochs=5000", *SLOW, "output_dir=out"
+    )
+    command.append(f"reuse_dir={reuse}")
+    dvc = start_dvc_repro(project, {"cmd": shlex.join(command), "outs": ["out"]})
+    jobs = [project / "out" / str(job) for job in range(3)]
+
+    def second_job_training() -> bool:
+        ended = [(job / "metrics.json").is_file() for job in jobs]
+        return (
+            ended == [True, False, False]
+            and len(read_rows(jobs[1] / "history.csv")) >= 2
+            and sorted(r.info.status for r in app.jobs()) == ["FINISHED", "RUNNING"]
+        )
+
+    wait_for(second_job_training, "the second job training, in MLflow too", dvc)
+    the_sweeps_main_process(dvc).kill()
+    dvc.wait()
+    (killed,) = parents(app)
+    assert killed.info.status == "RUNNING"  # nobody left to end it
+
+    run([str(BIN / "dvc"), "repro"], project)
+
+    assert {r.info.status for r in app.runs()} <= {"FINISHED", "KILLED"}
+    first, second = parents(app)
+    assert first.info.run_id == killed.info.run_id
+    assert first.info.status == "KILLED"
+    before = children(app, first)
+    assert before["0"].info.status == "FINISHED"
+    assert before["1"].info.status == "KILLED"
+    assert "ended without closing its run" in before["1"].data.tags["failure_reason"]
+    after = children(app, second)
+    assert sorted(after) == ["0", "1", "2"]
+    assert {r.info.status for r in after.values()} == {"FINISHED"}
+    assert after["0"].data.tags["reused_from"] == before["0"].info.run_id
+    for job, record in after.items():
+        points = app.client.get_metric_history(record.info.run_id, "epoch/val_loss")
+        rows = read_rows(project / "out" / job / "history.csv")
+        assert [p.step for p in points] == [int(row["epoch"]) for row in rows]
+
+    shutil.rmtree(reuse)
+    run([str(BIN / "dvc"), "repro", "-f", "-s", "train"], project)
+    third = parents(app)[-1]
+    assert third.info.run_id not in (first.info.run_id, second.info.run_id)
+    again = children(app, third)
+    assert sorted(again) == ["0", "1", "2"]
+    assert not any("reused_from" in r.data.tags for r in again.values())
+    assert len(app.jobs()) == 2 + 3 + 3

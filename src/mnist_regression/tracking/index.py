@@ -195,6 +195,33 @@ class Index:
         self.client.set_terminated(run.info.run_id, "KILLED")
         return True
 
+    def end_orphans(self) -> list[str]:
+        """End as KILLED the runs left RUNNING by a command of this host whose
+        process is gone (a recorder killed with SIGKILL: nobody ended its
+        runs, and ``dvc repro`` may since have removed their folders): the
+        jobs first, then their parents with their best job. Their ids."""
+        from .recorder import close_parent
+
+        running = self.client.search_runs(
+            [self.experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
+        orphans = [r for r in running if gone_from_here(r.data.tags)]
+        for run in sorted(orphans, key=lambda r: "sweep_grid" in r.data.tags):
+            tags = run.data.tags
+            if "sweep_grid" in tags:
+                close_parent(self.client, run.info.run_id, "KILLED", None)
+                continue
+            self.client.set_tag(
+                run.info.run_id,
+                "failure_reason",
+                f"process {tags['pid']} ended without closing its run (killed, "
+                "or the machine stopped)",
+            )
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return [r.info.run_id for r in orphans]
+
     def logged_epochs(self, run_id: str) -> set[int]:
         """The epochs whose evaluation the run holds (whoever wrote them)."""
         name = f"{EPOCH_SECTION}/{PROBE_METRIC}"

@@ -106,6 +106,7 @@ class Recorder:
                 while not self.stopping.is_set() and not self.started():
                     self.stopping.wait(0.05)
                 self.index_changed(index)
+            index.end_orphans()  # of earlier commands killed with SIGKILL
             self.index = index
         except BaseException as err:  # noqa: BLE001 - told by the command's thread
             refused = self.target and self.target.refused(err, self.experiment)
@@ -275,12 +276,12 @@ def log_over_seeds(client, run_id: str, grid: Mapping, children: list) -> None:
     """Where the grid replicates other values over ``seed``: each value's final
     validation and test accuracy, mean over its seeds and 95% interval, as
     ``over_seeds/<value>/<metric>_{mean,low,high}`` (and ``_seeds``)."""
-    from ..core.stats import mean_interval
-    from .session import log_metrics
-
     keys = [key.lstrip("+") for key in grid]
     if "seed" not in keys or len(keys) < 2:
         return
+    from ..core.stats import mean_interval
+    from .session import log_metrics
+
     keys.remove("seed")
     groups: dict[str, list] = {}
     for child in children:
