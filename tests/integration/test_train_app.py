@@ -296,12 +296,19 @@ def test_the_seed_code_options_train_and_name_the_run(app, tmp_path):
         "optimizer.patience=2",
         "optimizer.monitor=scaled_objective",
         "optimizer.restore_best=false",
+        "optimizer.average=none",
         "optimizer.max_epochs=30",
         f"output_dir={out}",
     )
     (record,) = app.jobs()
     name = record.info.run_name
-    for part in ("scale=1", "bias=none", "stop=rising", "restore=False"):
+    for part in (
+        "scale=1",
+        "bias=none",
+        "stop=rising",
+        "restore=False",
+        "average=none",
+    ):
         assert part in name, name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_epoch"] == saved["epochs_run"]  # the last weights kept

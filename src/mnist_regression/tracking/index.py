@@ -13,6 +13,7 @@ it holds are the steps of its ``epoch/val_loss``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -200,8 +201,6 @@ class Index:
         process is gone (a recorder killed with SIGKILL: nobody ended its
         runs, and ``dvc repro`` may since have removed their folders): the
         jobs first, then their parents with their best job. Their ids."""
-        from .recorder import close_parent
-
         running = self.client.search_runs(
             [self.experiment_id],
             filter_string="attributes.status = 'RUNNING'",
@@ -383,3 +382,71 @@ def example_input(path: Path, model):
             return np.asarray(arrays["x_test"][:5], dtype=np.float32)
     except (OSError, KeyError, ValueError):
         return np.zeros((1, n_pixels), dtype=np.float32)
+
+
+def close_parent(client, run_id: str, status: str, curves: list | None) -> None:
+    """Record a sweep's best job (lowest final validation loss), the values over
+    seeds, the validation curves of the finished jobs (``curves``: (label,
+    History) pairs, if given), and end the parent run."""
+    parent = client.get_run(run_id)
+    if curves:
+        log_curves(client, run_id, parent.info.run_name, curves)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["metrics.final_val_loss ASC"],
+        max_results=10000,
+    )
+    if children:
+        best = children[0]
+        client.set_tag(run_id, "best_run_id", best.info.run_id)
+        client.set_tag(run_id, "best_run_name", best.info.run_name)
+        for key in ("final_val_loss", "final_val_accuracy", "final_test_accuracy"):
+            if key in best.data.metrics:
+                client.log_metric(run_id, f"best_{key}", best.data.metrics[key])
+    client.log_metric(run_id, "jobs_finished", len(children))
+    grid = json.loads(parent.data.tags.get("sweep_grid", "{}"))
+    log_over_seeds(client, run_id, grid, children)
+    client.set_terminated(run_id, status)
+
+
+def log_over_seeds(client, run_id: str, grid: Mapping, children: list) -> None:
+    """Where the grid replicates other values over ``seed``: each value's final
+    validation and test accuracy, mean over its seeds and 95% interval, as
+    ``over_seeds/<value>/<metric>_{mean,low,high}`` (and ``_seeds``)."""
+    keys = [key.lstrip("+") for key in grid]
+    if "seed" not in keys or len(keys) < 2:
+        return
+    from ..core.stats import mean_interval
+    from .session import log_metrics
+
+    keys.remove("seed")
+    groups: dict[str, list] = {}
+    for child in children:
+        params = child.data.params
+        value = " ".join(f"{k.split('.')[-1]} {params.get(k)}" for k in keys)
+        groups.setdefault(value, []).append(child)
+    values = {}
+    for value, runs in groups.items():
+        values[f"over_seeds/{value}/seeds"] = len(runs)
+        for split in ("val", "test"):
+            name = f"final_{split}_accuracy"
+            found = [r.data.metrics[name] for r in runs if name in r.data.metrics]
+            if not found:
+                continue
+            for suffix, number in zip(
+                ("mean", "low", "high"), mean_interval(found), strict=True
+            ):
+                values[f"over_seeds/{value}/{split}_accuracy_{suffix}"] = number
+    log_metrics(client, run_id, values)
+
+
+def log_curves(client, run_id: str, name: str, labelled: list) -> None:
+    """``curves.png``: the finished jobs' validation curves, side by side."""
+    from ..figures.drawing import save, sweep_figure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "curves.png"
+        save(sweep_figure(labelled, name), path)
+        client.log_artifact(run_id, str(path))

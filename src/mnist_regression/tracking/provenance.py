@@ -40,28 +40,27 @@ def study_experiment() -> str:
 
 WEIGHTS_TAG = "weights_sha256"
 REUSED_TAG = "reused_from"
-# Settings shown in run names when they differ from conf/, with their short name.
-NAMED = {
-    "model.l2": "l2",
-    "model.bias": "bias",
-    "optimizer.lr": "lr",
+# A run's name shows every setting it trains with (the leaves of these sections,
+# and the seed) that differs from conf/: by its last name, or its short one here.
+NAMED_SECTIONS = ("model", "optimizer", "data")
+SHORT = {
     "optimizer.batch_size": "batch",
-    "optimizer.anneal_k": "anneal_k",
-    "optimizer.patience": "patience",
     "optimizer.max_steps": "steps",
-    "optimizer.max_epochs": "max_epochs",
-    "optimizer.eval_every": "eval_every",
     "optimizer.stop_when": "stop",
-    "optimizer.monitor": "monitor",
     "optimizer.restore_best": "restore",
-    "data.scale": "scale",
-    "seed": "seed",
-    "data.train_size": "train_size",
-    "data.val_fraction": "val_fraction",
-    "data.val_split": "val_split",
-    "data.digits": "digits",
-    "data.test_subset": "test_subset",
 }
+# Where the data comes from and goes to: not a setting of the run.
+UNNAMED = ("model.name", "data.raw_dir", "data.prepared_dir", "data.download")
+
+
+def named_settings(cfg: DictConfig) -> list[str]:
+    """The keys a run name may show, in the config's order."""
+    keys = [
+        f"{section}.{key}"
+        for section in NAMED_SECTIONS
+        for key in OmegaConf.to_container(cfg[section], resolve=True)
+    ]
+    return [k for k in keys if not k.startswith(UNNAMED)] + ["seed"]
 
 
 def conf_defaults(kind: str) -> DictConfig:
@@ -93,7 +92,8 @@ def run_name(cfg: DictConfig) -> str:
     defaults = conf_defaults(kind)
     parts = [kind]
     steps = cfg.optimizer.max_steps
-    for key, short in NAMED.items():
+    for key in named_settings(cfg):
+        short = SHORT.get(key, key.rsplit(".", 1)[-1])
         value = plain(OmegaConf.select(cfg, key))
         default = plain(OmegaConf.select(defaults, key))
         if key == "optimizer.max_epochs" and steps is not None and value >= steps:

@@ -22,10 +22,9 @@ from pathlib import Path
 from ..common.cli import main_guard
 from ..common.errors import DataError, UserError
 from ..common.record import METRICS_FILE, RUN_FILE, SWEEP_FILE, read_json
-from .index import Index, Indexed, run_folders
+from .index import Index, Indexed, close_parent, run_folders
 from .liveness import gone_from_here
 from .provenance import study_experiment
-from .recorder import close_parent
 from .session import open_session
 from .target import Target, resolve_target
 
