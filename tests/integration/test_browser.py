@@ -205,3 +205,37 @@ def test_experiments_stay_apart_and_the_champion_is_in_the_registry(
     page.get_by_text(name).first.wait_for()
     page.get_by_text(f"@ {ALIAS}").first.wait_for()
     page.screenshot(path=tmp_path / "registry.png")
+
+
+def test_plain_mlflow_ui_leads_from_the_experiments_to_the_training_runs(
+    app, page, tmp_path
+):
+    """Plain `mlflow ui` on the study's store, as the README says: from the
+    experiments list, the sidebar's "Model training" (MLflow 3 opens every
+    experiment on its GenAI overview until it is picked, whatever the
+    experiment's kind) and a click on the study's experiment: its runs, the
+    sweep among them."""
+    app.launch("-m", "model.l2=0,0.01")
+    (parent,) = [r for r in app.runs() if "sweep_grid" in r.data.tags]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "ui"]
+        + ["--backend-store-uri", app.uri, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        root = f"http://127.0.0.1:{port}"
+        wait_for(lambda: healthy(root), "mlflow ui to answer", server)
+        page.goto(root)
+        page.get_by_text("Model training", exact=True).first.click()
+        page.get_by_text("mnist-regression", exact=True).first.click()
+        rows = page.locator(".ag-pinned-left-cols-container [role=row]")
+        rows.filter(has_text=parent.info.run_name).wait_for()
+        assert "/runs" in page.url
+        assert "Token Usage" not in page.inner_text("body")
+        page.screenshot(path=tmp_path / "plain-ui.png")
+    finally:
+        end_group(server)
