@@ -49,6 +49,10 @@ $(SYSTEM):
 run: $(STAMP)  ## set up .venv and rebuild the whole study with `dvc repro`
 	@$(BIN)/python -m mnist_regression.params --check >/dev/null
 	$(BIN)/dvc repro
+	@changed=$$(git diff --name-only HEAD -- dvc.lock reports 2>/dev/null | wc -l); \
+	  if [ "$$changed" -gt 0 ]; then echo "note: $$changed files of dvc.lock and reports/ \
+	differ from the commit (changes of yours, or another processor's last bits in the \
+	training outputs); nothing is staged: \`make compare\` checks the study against the commit"; fi
 
 # tests/run_suite.sh: the service tests run beside the others, in a network
 # namespace where only 127.0.0.1 answers; both always run to the end.

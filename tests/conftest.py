@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -17,6 +18,9 @@ from mnist_regression.common.config import data_section
 from mnist_regression.data.idx import DTYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# MLflow's usage telemetry stays off in the suite and every process it starts
+# (docs/tracking.md): set before any test module imports MLflow.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

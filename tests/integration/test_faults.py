@@ -6,6 +6,7 @@ survives: the run's outputs, every metric point, a clear one-line message, and a
 store that still works.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -191,27 +192,44 @@ def test_an_unusable_tracking_target_fails_before_training_naming_the_setting(
 
 
 @pytest.mark.parametrize(
-    ("to", "message"),
+    ("to", "extra", "message"),
     [
-        ("same", "name the same store: there is nothing to copy"),
-        ("garbage://x", "no tracking store for the scheme 'garbage'"),
+        ("same", [], "name the same store: there is nothing to copy"),
+        ("garbage://x", [], "no tracking store for the scheme 'garbage'"),
+        # the source is checked first: nothing is created in the target
+        ("new", ["--experiment", "nosuch"], "no experiment 'nosuch'; name it with"),
+        # a refused database: within seconds, before `copying`
+        ("postgresql://u@127.0.0.1:1/db", [], "the database does not answer"),
+        ("postgresql://u:secret@127.0.0.1:1/db", [], "--to holds a password"),
+        ("deleted", [], "mlflow experiments restore --experiment-id"),
     ],
 )
-def test_a_migration_to_no_other_store_copies_nothing(app, to, message):
-    """The same store again, or a scheme MLflow cannot open: one line before
-    anything is copied, and the source keeps exactly its runs."""
+def test_a_migration_to_no_other_store_copies_nothing(
+    app, tmp_path, to, extra, message
+):
+    """The same store again, a scheme MLflow cannot open, an experiment the
+    source lacks, a database that does not answer, a password in the URI, an
+    experiment deleted in the target: one line before anything is copied, the
+    source keeps exactly its runs, and no new store is left behind."""
     app.launch("optimizer.max_epochs=1")
     before = len(app.runs())
+    target = {"same": app.uri, "new": f"sqlite:///{tmp_path / 'new.db'}"}.get(to, to)
+    if to == "deleted":
+        target = f"sqlite:///{tmp_path / 'deleted.db'}"
+        client = MlflowClient(target)
+        client.delete_experiment(client.create_experiment("mnist-regression"))
     result = subprocess.run(
         [sys.executable, "-m", "mnist_regression.tracking.migrate"]
-        + ["--from", app.uri, "--to", app.uri if to == "same" else to],
+        + ["--from", app.uri, "--to", target, *extra],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert message in line
+    assert message in line and "secret" not in line
+    assert "copying" not in result.stdout
     assert len(app.runs()) == before
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_a_yaml_syntax_error_is_one_line_with_file_and_line(repo_copy):
@@ -347,6 +365,104 @@ def test_an_interrupted_migration_completes_when_repeated(
         assert target.list_logged_model_artifacts(model.model_id)
     (parent,) = [r for r in copies if "sweep_grid" in r.data.tags]
     assert parent.data.tags["best_run_id"] in {r.info.run_id for r in copies}
+
+
+def test_relative_sqlite_uris_mean_the_working_folder(app, tmp_path):
+    """`sqlite:///x.db`, the spelling of MLflow's own docs, is x.db in the working
+    folder: a new store, the same store again, through MLFLOW_TRACKING_URI, and
+    as migrate's --from and --to."""
+    relative = "sqlite:///x.db"
+    for _ in range(2):  # created, then found
+        app.launch("optimizer.max_epochs=1", f"tracking.uri={relative}")
+    command = [
+        o for o in app.command("optimizer.max_epochs=1") if "tracking.uri" not in o
+    ]
+    run(command, tmp_path, MLFLOW_TRACKING_URI=relative)
+    assert len(runs_of(MlflowClient(f"sqlite:///{tmp_path / 'x.db'}"))) == 3
+    assert not (tmp_path / "mlflow.db").exists()
+    migrate = [sys.executable, "-m", "mnist_regression.tracking.migrate"]
+    run([*migrate, "--from", relative, "--to", "sqlite:///y.db"], tmp_path)
+    assert len(runs_of(MlflowClient(f"sqlite:///{tmp_path / 'y.db'}"))) == 3
+
+
+def damage(db: Path) -> None:
+    """One page of the store overwritten, the first whose loss SQLite's integrity
+    check sees (an unused page would go unnoticed)."""
+    whole = db.read_bytes()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+    for start in range(page, len(whole), page):
+        db.write_bytes(whole[:start] + b"\xff" * page + whole[start + page :])
+        try:
+            with contextlib.closing(sqlite3.connect(db)) as con:
+                verdict = con.execute("PRAGMA integrity_check").fetchone()[0]
+        except sqlite3.DatabaseError:
+            verdict = "malformed"
+        if verdict != "ok":
+            return
+    raise AssertionError("no page of the store matters to its integrity check")
+
+
+def test_a_damaged_store_is_refused_before_training(app, tmp_path):
+    """A page of the store overwritten: `store check` and a run say so in one line
+    naming SQLite's integrity check and the way out; nothing trains."""
+    app.launch("-m", "model.l2=0,0.1", "optimizer.max_epochs=2")
+    damage(app.db)
+    damaged = app.db.read_bytes()
+    store = [sys.executable, "-m", "mnist_regression.tracking.store", "--uri", app.uri]
+    check = subprocess.run([*store, "check"], capture_output=True, text=True)
+    assert check.returncode == 1
+    (line,) = check.stderr.strip().splitlines()
+    assert "integrity check" in line and "sync" in line
+    out = tmp_path / "after"
+    result = app.launch("optimizer.max_epochs=1", f"output_dir={out}", check=False)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "integrity check" in line and "tracking.uri" in line
+    assert not (out / "history.csv").exists()
+    assert app.db.read_bytes() == damaged  # the user's file is left alone
+
+
+def test_a_read_only_store_is_named_before_training(app, tmp_path):
+    """The store's file cannot be written (immutable, even to root), its folder
+    can: one line naming the file, before any training."""
+    app.launch("optimizer.max_epochs=1")
+    if subprocess.run(["chattr", "+i", str(app.db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        out = tmp_path / "after"
+        result = app.launch("optimizer.max_epochs=1", f"output_dir={out}", check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(app.db)], check=True)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot write {app.db}" in line and "autoflush" not in line
+    assert not (out / "history.csv").exists()
+
+
+@pytest.mark.slow  # the run waits out SQLite's busy timeout
+def test_a_store_locked_before_the_run_costs_nothing(app, tmp_path):
+    """Another writer holds the store from before the run starts until it ends:
+    the run trains, its folder keeps it, one line names the `store sync` that
+    records it once the store is free."""
+    app.launch("optimizer.max_epochs=1")  # the store exists
+    lock = sqlite3.connect(app.db, isolation_level=None, timeout=HANG)
+    lock.execute("BEGIN EXCLUSIVE")
+    out = tmp_path / "locked"
+    try:
+        result = app.launch("optimizer.max_epochs=3", f"output_dir={out}", check=False)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert result.returncode == 0, result.stderr
+    no_traceback(result.stderr)
+    (line,) = [x for x in result.stderr.splitlines() if "locked" in x]
+    assert f"store sync {out}" in line
+    assert (out / "metrics.json").is_file() and (out / "weights.npz").is_file()
+    store = [sys.executable, "-m", "mnist_regression.tracking.store", "--uri", app.uri]
+    run([*store, "sync", str(out)], tmp_path)
+    assert len(app.jobs()) == 2
+    assert {r.info.status for r in app.jobs()} == {"FINISHED"}
 
 
 # --- 2. tracking never costs a result --------------------------------------------

@@ -277,13 +277,14 @@ print(json.dumps({
 
 
 def best_of(repo: Path, task: str) -> str:
-    """The digest of the workspace's best job of ``task``, by validation accuracy."""
+    """The digest of the workspace's best job of ``task``, by the registry's rule."""
     from mnist_regression.stages.report import candidates
     from mnist_regression.study.report import training_stages
+    from mnist_regression.tracking.serving import choose
 
     folders = [stage.folder for stage in training_stages(repo / "dvc.yaml")]
-    jobs = [j for j in candidates(repo / "results", folders) if j.task == task]
-    return max(jobs, key=lambda job: job.val_accuracy).weights_sha256
+    found = candidates(repo / "results", folders, str(repo / "data" / "prepared"))
+    return choose([j for j in found if j.task == task]).best.weights_sha256
 
 
 def test_the_committed_lock_matches_the_code_and_params(repo_copy):

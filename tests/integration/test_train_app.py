@@ -162,6 +162,7 @@ def test_the_registered_champion_loads_and_predicts_digits(app, tmp_path, monkey
     from mnist_regression.tracking.serving import (
         ALIAS,
         alias_for,
+        choose,
         register_champions,
     )
 
@@ -178,7 +179,11 @@ def test_the_registered_champion_loads_and_predicts_digits(app, tmp_path, monkey
     (name,) = register_champions(app.client, experiment, jobs, [2, 3], ALIAS)
     assert name == "mnist-logistic-2-vs-3"
     champion = app.client.get_model_version_by_alias(name, ALIAS)
-    best = max(jobs, key=lambda job: job.val_accuracy)
+    best = choose(jobs).best
+    version = app.client.get_model_version(name, champion.version)
+    distinct = {job.weights_sha256 for job in jobs}  # the same weights count once
+    assert version.tags["selection.candidates"] == str(len(distinct))
+    assert version.description.startswith(f"{best.label}: ")
     with np.load(results / best.label / "weights.npz") as saved:
         ours = LinearModel("logistic", saved["weights"], saved["bias"])
     assert app.client.get_run(champion.run_id).data.tags["weights_sha256"] == (

@@ -154,3 +154,48 @@ def test_mean_interval_over_seeds_by_hand():
     assert high - mean == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-5)
     assert mean - low == pytest.approx(high - mean)
     assert mean_interval([0.5]) == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("model", "steps", "l2"), [("logistic", 2000, 0.01), ("softmax", 2000, 1e-7)]
+)
+def test_the_delivered_code_runs_as_its_main_py_calls_it(model, steps, l2):
+    """`Assignment 1/main.py` at a06fed6: LogisticRegression(learningRate=0.01,
+    n=2000, lambd=0.01) and SoftmaxRegression(learningRate=0.01, n=2000,
+    lambd=1e-7); the preset composes to those, whatever seed_code.yaml says."""
+    from hydra import compose, initialize_config_dir
+
+    from mnist_regression.common.config import train_config
+    from mnist_regression.tracking.provenance import CONF
+
+    overrides = [f"model={model}", "experiment=seed_delivered"]
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = train_config(compose("config", overrides=overrides))
+    assert cfg.optimizer.max_steps == steps and cfg.optimizer.lr == 0.01
+    assert cfg.model.l2 == l2 and cfg.data.scale == 255
+
+
+def test_the_readings_verdict_follows_the_paired_tests():
+    """10 digits: a reading the study's about-88% excludes is named with its
+    distance, and the paired tests, where they separate readings, say so;
+    'cannot tell them apart' only where neither does."""
+    from mnist_regression.study.paired import Paired
+
+    def reading(name, val, last):
+        row = {
+            "val_accuracy": val / 2000,
+            "val_images": 2000,
+            "test_accuracy_last": last / 2000,
+            "test_images_last": 2000,
+        }
+        return seed_study.Reading(name, None, row)
+
+    rows = [reading("full batch", 1760, 1840), reading("one example", 1671, 1791)]
+    tests = [Paired("one example", "full batch", 90, 240, 1e-9, 1e-8)]
+    said = seed_study.verdict("softmax", rows, tests)
+    assert "the study's about 88% (validation)" in said
+    assert "exclude one example (one example by 118 images over all of them)" in said
+    assert "separate one example from full batch (Holm p < 1e-4)" in said
+    assert "cannot tell" not in said
+    quiet = seed_study.verdict("softmax", rows[:1], [])
+    assert "cannot tell the readings apart" in quiet

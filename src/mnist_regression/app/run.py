@@ -34,7 +34,12 @@ from ..core.training import (
     train,
     with_stable_rate,
 )
-from ..data.prepare import PIXEL_MAX, check_prepared_settings, class_labels, load_task
+from ..data.prepare import (
+    check_prepared_settings,
+    class_labels,
+    load_task,
+    scaled,
+)
 from ..tracking import provenance
 from ..tracking.liveness import process_tags
 from . import reuse
@@ -144,15 +149,6 @@ def warn_if_penalty_dominates(data: Dataset, kind: str, l2: float) -> None:
             l2 / curvature,
             curvature,
         )
-
-
-def scaled(arrays: dict, scale: float) -> dict:
-    """The prepared pixels (value / 255) as value / ``scale``: 255 keeps them in
-    [0, 1]; 1 gives the raw 0-255 values the seed study's code trained on."""
-    if scale == PIXEL_MAX:
-        return arrays
-    factor = np.float32(PIXEL_MAX / scale)
-    return {k: v * factor if k.startswith("x_") else v for k, v in arrays.items()}
 
 
 def run_training(

@@ -111,6 +111,19 @@ class OptimizerConfig:
 
 
 AUTO_RATE = "auto"
+# Why a tracking URI may not hold a password, and where it goes instead: the one
+# message of every option that takes a URI.
+PASSWORD = (
+    "holds a password, which every local user can read in the process list and "
+    "which would be printed and recorded with the runs: give it in "
+    "MLFLOW_TRACKING_PASSWORD (a server) or PGPASSFILE (a database) instead"
+)
+
+
+def refuse_password(uri: str | None, setting: str) -> None:
+    """ConfigError naming ``setting`` if ``uri`` holds a password."""
+    if urlsplit(uri or "").password:
+        raise ConfigError(f"{setting} {PASSWORD}")
 
 
 @dataclass
@@ -308,12 +321,7 @@ def check_training(cfg: DictConfig) -> None:
         ("model.l2", cfg.model.l2),
     ):
         require(math.isfinite(value), key, f"must be a finite number, got {value}")
-    require(
-        not urlsplit(cfg.tracking.uri or "").password,
-        "tracking.uri",
-        "holds a password, which would be recorded with every run: give it in "
-        "MLFLOW_TRACKING_PASSWORD (a server) or PGPASSFILE (a database) instead",
-    )
+    require(not urlsplit(cfg.tracking.uri or "").password, "tracking.uri", PASSWORD)
     require(
         bool(str(cfg.tracking.experiment).strip()),
         "tracking.experiment",

@@ -246,3 +246,12 @@ def load_task(prepared_dir: str | Path, task: str) -> dict[str, np.ndarray]:
                 f"{t.max()}), labels outside the two digits of the task: {fix}"
             )
     return arrays
+
+
+def scaled(arrays: dict, scale: float) -> dict:
+    """The prepared pixels (value / 255) as value / ``scale``: 255 keeps them in
+    [0, 1]; 1 gives the raw 0-255 values the seed study's code trained on."""
+    if scale == PIXEL_MAX:
+        return arrays
+    factor = np.float32(PIXEL_MAX / scale)
+    return {k: v * factor if k.startswith("x_") else v for k, v in arrays.items()}

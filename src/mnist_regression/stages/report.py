@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -13,6 +14,8 @@ from ..common.config import load_params, train_config
 from ..common.errors import UserError
 from ..common.io import sha256_of
 from ..core.losses import LOSSES
+from ..core.models import stable_rate
+from ..data.prepare import load_task, scaled
 from ..study.report import build_report, training_stages
 
 
@@ -46,7 +49,9 @@ def register(cfg, paired: dict) -> None:
         if experiment is None:
             return
         stages = {stage.folder: stage.name for stage in training_stages()}
-        jobs = candidates(Path(cfg.study.results_dir), list(stages))
+        jobs = candidates(
+            Path(cfg.study.results_dir), list(stages), cfg.data.prepared_dir
+        )
         found = register_champions(
             session.client, experiment, jobs, cfg.data.digits, alias
         )
@@ -107,8 +112,10 @@ def log_paired(client, experiment: str, paired: dict, jobs: list, stages: dict) 
     return written
 
 
-def candidates(results: Path, stages: list[str]) -> list:
-    """Every finished job of the training stages' outputs in the workspace."""
+def candidates(results: Path, stages: list[str], prepared_dir: str | None = None):
+    """Every finished job of the training stages' outputs in the workspace, with
+    whether its rate lay within the stability limit 2 / (L + lambda) of its data
+    (``prepared_dir``; unknown, and so within, without it)."""
     from ..tracking.serving import Candidate
 
     found = []
@@ -117,15 +124,45 @@ def candidates(results: Path, stages: list[str]) -> list:
             metrics = json.loads((folder / "metrics.json").read_text())
             if metrics["status"] != "FINISHED":
                 continue
+            config = metrics["config"]
+            limit = stability_limit(prepared_dir, config) if prepared_dir else None
             found.append(
                 Candidate(
-                    LOSSES[metrics["config"]["model"]["name"]].task,
+                    LOSSES[config["model"]["name"]].task,
                     metrics["final_val_accuracy"],
                     sha256_of(folder / "weights.npz"),
                     f"{stage}/{folder.name}",
+                    metrics["final_val_loss"],
+                    val_images(prepared_dir, config),
+                    limit is None or config["optimizer"]["lr"] <= limit * (1 + 1e-9),
                 )
             )
     return found
+
+
+@functools.cache
+def _task_data(prepared_dir: str, kind: str, scale: float):
+    from ..core.training import Dataset
+
+    task = LOSSES[kind].task
+    return Dataset.from_arrays(scaled(load_task(prepared_dir, task), scale))
+
+
+def val_images(prepared_dir: str | None, config: dict) -> int:
+    """The validation images of a job's data (0 where it is not known)."""
+    if not prepared_dir:
+        return 0
+    kind, scale = config["model"]["name"], float(config["data"]["scale"])
+    return len(_task_data(prepared_dir, kind, scale).t["val"])
+
+
+def stability_limit(prepared_dir: str, config: dict) -> float:
+    """2 / (L + lambda) of a job's training data and penalty."""
+    kind, scale = config["model"]["name"], float(config["data"]["scale"])
+    data = _task_data(prepared_dir, kind, scale)
+    return stable_rate(
+        data.x["train"], kind, data.n_classes, config["model"]["l2"], edge=True
+    )
 
 
 if __name__ == "__main__":

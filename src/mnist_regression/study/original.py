@@ -38,6 +38,7 @@ COMPARED = {  # key in our accuracies -> what the study's number is
     "test_accuracy_last": f"test, last {LAST_N:,}",
 }
 TASK = {"logistic": "2 vs 3", "softmax": "10 digits"}
+PAIRED_ALPHA = 0.05  # Holm-adjusted significance of a paired test
 SET_SIZE = {  # accuracy key -> key of the size of the set it was measured on
     "val_accuracy": "val_images",
     "test_accuracy": "test_images",
@@ -53,6 +54,12 @@ def wilson(accuracy: float, n: int) -> tuple[float, float]:
 
 def pct(value: float) -> str:
     return f"{100 * value:.2f}%"
+
+
+def printed(study: tuple[float, float]) -> str:
+    """A number of the seed study as it printed it: "98.77%", "about 88%"."""
+    value, rounding = study
+    return f"about {100 * value:.0f}%" if rounding >= 0.005 else pct(value)
 
 
 def with_interval(accuracy: float, n: int) -> str:
@@ -190,16 +197,16 @@ def readings_table(readings: dict[str, list[Reading]]) -> list[str]:
 
 def study_numbers(model: str) -> str:
     return " and ".join(
-        f"{pct(value)} ({COMPARED[key]})"
-        for key, (value, _) in SEED_STUDY[model].items()
+        f"{printed(study)} ({COMPARED[key]})"
+        for key, study in SEED_STUDY[model].items()
     )
 
 
-def verdict(model: str, rows: list[Reading]) -> str:
+def verdict(model: str, rows: list[Reading], tests: list | None = None) -> str:
     """Which readings match the study's numbers for ``model``, which come
-    closest (in images, ties named as ties), and whether the study's numbers can
-    tell the readings apart: only if, on some number, they differ by more than
-    one interval's width."""
+    closest (in images, ties named as ties), which the study's numbers exclude,
+    and which the paired tests on the same test images (``tests``: the readings'
+    family, Holm-adjusted) tell apart."""
     inside = [r.name for r in rows if r.within(model)]
     off = {r.name: r.images_off(model) for r in rows}
     nearest = min(off.values())
@@ -218,27 +225,34 @@ def verdict(model: str, rows: list[Reading]) -> str:
         near = f"closest is {closest[0]} ({distance})"
     else:
         near = f"{', '.join(closest)} tie as closest ({distance})"
-    apart = []
-    for key in SEED_STUDY[model]:
-        counts = [count(r.row, key) for r in rows]
-        n = size(rows[0].row, key)
-        widest = max((lambda lh: lh[1] - lh[0])(wilson(r.row[key], n)) for r in rows)
-        spread = max(counts) - min(counts)
-        if spread > widest * n:
-            apart.append(
-                f"on {COMPARED[key]} the readings differ by up to {spread} of "
-                f"{n:,} images, more than an interval's width ({widest * n:.0f})"
+    excluded = {r.name: off[r.name] for r in rows if not r.within(model)}
+    said = []
+    if excluded:
+        worst = max(excluded, key=excluded.get)
+        said.append(
+            f"the study's numbers exclude {', '.join(excluded)} ({worst} by "
+            f"{excluded[worst]} image{'s' if excluded[worst] != 1 else ''} over "
+            "all of them)"
+        )
+    apart = [t for t in tests or [] if t.p_holm < PAIRED_ALPHA]
+    if apart:
+        said.append(
+            "paired tests on the same test images separate "
+            + "; ".join(
+                f"{t.first} from {t.second} (Holm p {p_value(t.p_holm)})" for t in apart
             )
-    sure = (
-        "; ".join(apart) + ": there the study's numbers can tell readings apart"
-        if apart
-        else "on every number the study reported, the readings differ by less "
-        "than one interval's width: the study's numbers cannot tell them apart"
-    )
+        )
+    elif tests:
+        said.append("the paired tests on the same test images separate none")
+    sure = "; ".join(said) or "the study's numbers cannot tell the readings apart"
     return (
         f"{TASK[model]}: against the study's {study_numbers(model)}, {matched}; "
         f"{near}. {sure[0].upper()}{sure[1:]}."
     )
+
+
+def p_value(p: float) -> str:
+    return "< 1e-4" if p < 1e-4 else f"{p:.2g}"
 
 
 def seeds_table(defaults: dict[str, dict]) -> list[str]:
@@ -315,7 +329,7 @@ def gaps(model: str, preset: Reading, defaults: dict) -> list[str]:
         n = size(row, key)
         sentences.append(
             f"{TASK[model]}, {COMPARED[key]}, where the study reports "
-            f"{pct(study[0])}: the seed preset scores {against(row[key], n, study)}; "
+            f"{printed(study)}: the seed preset scores {against(row[key], n, study)}; "
             f"our defaults, averaged over {defaults['seeds']} seeds, "
             f"{against(defaults[key]['mean'], n, study)}."
         )
@@ -376,18 +390,18 @@ def protocols_table(protocols: dict[str, list[Protocol]]) -> list[str]:
     ]
     for model, rows in protocols.items():
         sample = rows[0].row
-        printed = []
+        cells = []
         for key in keys:
             if key not in SEED_STUDY[model]:
-                printed.append("not reported")
+                cells.append("not reported")
                 continue
             low, high = printed_range(*SEED_STUDY[model][key], size(sample, key))
             span = f"{low:,}" if low == high else f"{low:,}-{high:,}"
-            printed.append(
-                f"{pct(SEED_STUDY[model][key][0])}: {span}/{size(sample, key):,}"
+            cells.append(
+                f"{printed(SEED_STUDY[model][key])}: {span}/{size(sample, key):,}"
             )
         lines.append(
-            f"| {TASK[model]} | the seed study, as printed | {' | '.join(printed)} |"
+            f"| {TASK[model]} | the seed study, as printed | {' | '.join(cells)} |"
         )
         for protocol in rows:
             cells = [
@@ -420,7 +434,8 @@ def reproduction(model: str, protocols: list[Protocol]) -> list[str]:
             )
             parts.append(f"{protocol.name} has {k:,} ({where})")
         sentences.append(
-            f"{TASK[model]}, {COMPARED[key]}: the study's {pct(value)} stands for "
+            f"{TASK[model]}, {COMPARED[key]}: the study's {printed((value, rounding))} "
+            "stands for "
             f"{span} of {n:,} images; " + "; ".join(parts) + "."
         )
     return sentences

@@ -24,14 +24,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..common.config import refuse_password
 from ..common.errors import UserError
 from .provenance import study_experiment
-from .session import log_params, metric_batches
+from .session import log_params, metric_batches, open_session
 from .target import (
     Target,
     default_target,
     describe_failure,
-    prepare_target,
     same_store,
 )
 
@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> None:
+        refuse_password(args.source, "--from")
+        refuse_password(args.to, "--to")
         source = Target(args.source, "--from") if args.source else default_target()
         target = Target(args.to, "--to")
         if same_store(source, target):
@@ -273,8 +275,20 @@ def main(argv: list[str] | None = None) -> None:
                 f"--from {source.uri} and --to {args.to} name the same store: there "
                 "is nothing to copy; name another store with --to"
             )
-        prepare_target(source)
-        prepare_target(target)
+        # the source first: a wrong name creates nothing in the target
+        if open_session(source).find_experiment(args.experiment) is None:
+            raise source.fail(
+                f"no experiment {args.experiment!r}",
+                "name it with --experiment (`mlflow experiments search` lists them)",
+            )
+        there = open_session(target).client.get_experiment_by_name(args.experiment)
+        if there is not None and there.lifecycle_stage == "deleted":
+            raise target.fail(
+                f"the experiment {args.experiment!r} is deleted there",
+                f"restore it with `MLFLOW_TRACKING_URI={target.uri} mlflow "
+                f"experiments restore --experiment-id {there.experiment_id}`, or "
+                "copy into another with --experiment",
+            )
         print(f"copying {args.experiment!r} from {source.uri} to {target.uri}")
         try:
             copied = migrate(source.uri, target.uri, args.experiment)

@@ -47,6 +47,9 @@ class Target:
     uri: str
     setting: str  # what chose it: tracking.uri, MLFLOW_TRACKING_URI or the default
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uri", absolute_sqlite(self.uri))
+
     @property
     def sqlite_path(self) -> Path | None:
         if self.uri.startswith("sqlite:///"):
@@ -81,6 +84,19 @@ class Target:
                 "experiment of your own with tracking.experiment=NAME",
             )
         return None
+
+
+def absolute_sqlite(uri: str) -> str:
+    """A relative SQLite URI (``sqlite:///mlflow.db``) as MLflow reads it,
+    relative to the working folder, made absolute: the same file for every
+    process and check that takes it."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path, _, query = uri.removeprefix("sqlite:///").partition("?")
+    if not path or path.startswith("/") or path == ":memory:":
+        return uri
+    absolute = f"sqlite:///{(Path.cwd() / path).resolve()}"
+    return f"{absolute}?{query}" if query else absolute
 
 
 def project_root() -> Path:
@@ -133,6 +149,8 @@ def prepare_target(target: Target) -> None:
         ensure_sqlite_store(target, target.sqlite_path)
     elif target.uri.startswith(("http://", "https://")):
         check_server(target)
+    elif target.uri.startswith(DATABASES):
+        check_database(target)
 
 
 def check_scheme(target: Target) -> None:
@@ -351,6 +369,36 @@ def check_server(target: Target) -> None:
             f"{url} answered HTTP {response.status_code}",
             "check that the address is an MLflow tracking server",
         )
+
+
+DATABASES = ("postgresql", "mysql", "mssql")
+
+
+def check_database(target: Target) -> None:
+    """A database store answers a connection within CONNECT_SECONDS."""
+    import sqlalchemy
+
+    fix = "start it, or point tracking.uri or MLFLOW_TRACKING_URI elsewhere"
+    if target.setting.startswith("--"):
+        fix = f"start it, or name another store with {target.setting}"
+    postgres = target.uri.startswith("postgresql")
+    timeout = {"connect_timeout": int(CONNECT_SECONDS)} if postgres else {}
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(target.uri, connect_args=timeout)
+        with engine.connect():
+            pass
+    except ModuleNotFoundError as err:
+        raise target.fail(
+            f"its database driver ({err.name}) is not installed",
+            "install the server's extra: `uv sync --extra server`",
+        ) from None
+    except Exception as err:  # SQLAlchemy's OperationalError and its drivers'
+        reason = describe_failure(getattr(err, "orig", None) or err)
+        raise target.fail(f"the database does not answer ({reason})", fix) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def describe_failure(err: BaseException) -> str:
