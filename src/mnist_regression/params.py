@@ -120,7 +120,7 @@ def compose(root: Path, check_only: bool) -> int:
                 "`make restore` returns to the committed study, `make params` "
                 "rewrites params.yaml from conf/; to keep params.yaml's values, "
                 "write them into conf/ (or keep the experiment with "
-                "`dvc exp branch`)",
+                "`dvc exp branch EXPERIMENT BRANCH`)",
                 file=sys.stderr,
             )
             return 1

@@ -190,6 +190,33 @@ def test_no_process_shows_a_password_and_no_secret_file_outlives_the_server(
     assert not any(f.exists() for f in settings)
 
 
+def test_a_server_killed_with_sigkill_takes_its_processes_and_file_with_it(served):
+    """SIGKILL to the server command (an out-of-memory killer's choice): mlflow
+    server and its workers end, the port stops answering, no file is left."""
+    import psutil
+
+    command = psutil.Process(served.process.pid)
+    below = command.children(recursive=True)
+    settings = [
+        Path(p.environ()["MLFLOW_AUTH_CONFIG_PATH"])
+        for p in below
+        if "MLFLOW_AUTH_CONFIG_PATH" in p.environ()
+    ]
+    assert below and settings
+    command.kill()
+    served.process.wait(HANG)
+
+    def alive(process) -> bool:
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    wait_for(lambda: not any(alive(p) for p in below), "the server's processes to end")
+    assert not healthy(served.url)
+    assert not any(f.exists() for f in settings)
+
+
 def test_the_server_refuses_anonymous_clients(server):
     answer = requests.get(
         f"{server}/api/2.0/mlflow/experiments/search",

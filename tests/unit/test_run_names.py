@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mnist_regression.common.config import train_config
-from mnist_regression.tracking.provenance import CONF, run_name
+from mnist_regression.tracking.provenance import CONF, run_name, sweep_name
 
 
 def name(*overrides: str) -> str:
@@ -33,3 +33,17 @@ def name(*overrides: str) -> str:
 )
 def test_a_run_is_named_by_every_setting_it_changes(overrides, expected):
     assert name(*overrides) == expected
+
+
+def test_a_sweep_is_named_by_its_stage_and_what_varies(monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    grid = {"model.name": "logistic", "model.l2": "0,0.1", "seed": "0,1"}
+    monkeypatch.setenv("DVC_STAGE", "train@logistic_l2")
+    assert sweep_name(grid) == "train@logistic_l2: model.l2=0,0.1 seed=0,1"
+    monkeypatch.setenv("DVC_STAGE", "l2_plain")
+    both = {**grid, "model.name": "logistic,softmax"}
+    named = "l2_plain: model.name=logistic,softmax model.l2=0,0.1 seed=0,1"
+    assert sweep_name(both) == named
+    monkeypatch.setenv("DVC_EXP_NAME", "pudgy-clog")
+    monkeypatch.delenv("DVC_STAGE")
+    assert sweep_name({"seed": "3"}) == "sweep (pudgy-clog): seed=3"

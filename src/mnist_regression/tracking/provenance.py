@@ -194,10 +194,13 @@ def training_tags(kind: str, task: str, digest: str, extra: Mapping[str, str]):
 
 
 def sweep_name(grid: Mapping[str, str]) -> str:
-    """A parent run's name: its DVC stage, inside ``dvc exp run`` the experiment
-    (so that two experiments' sweeps of one stage never share a name), its grid:
-    ``train@models (pudgy-clog): model.name=logistic,softmax seed=0,1``."""
+    """A parent run's name, one scheme for every sweep: its DVC stage (or
+    ``sweep``), inside ``dvc exp run`` the experiment (so that two experiments'
+    sweeps of one stage never share a name), then what varies across its jobs:
+    ``train@models (pudgy-clog): model.name=logistic,softmax seed=0,1``. A key
+    with one value (a stage's fixed model) is a param of the parent, not named."""
     label = os.environ.get("DVC_STAGE") or "sweep"
     if os.environ.get("DVC_EXP_NAME"):
         label += f" ({os.environ['DVC_EXP_NAME']})"
-    return f"{label}: " + " ".join(f"{k}={v}" for k, v in grid.items())
+    varies = {k: v for k, v in grid.items() if "," in str(v)} or grid
+    return f"{label}: " + " ".join(f"{k}={v}" for k, v in varies.items())

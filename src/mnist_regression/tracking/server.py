@@ -17,9 +17,11 @@ MLflow's job workers off.
 The database URIs carry no password: PostgreSQL's client takes it from
 ``PGPASSFILE`` (or ``PGPASSWORD`` in the environment); a URI with one is refused.
 The runs' database reaches ``mlflow server`` through its environment
-(``MLFLOW_BACKEND_STORE_URI``), the basic-auth settings through a 0600 file that
-is removed when the server stops. Users and permissions live in ``--auth-db``;
-the admin, created on the first start, adds users
+(``MLFLOW_BACKEND_STORE_URI``), the basic-auth settings through a 0600 file in
+memory whose path (under ``/proc`` of this command) ends with the command. The
+server ends with the command too, whatever signal ends it, SIGKILL included.
+Users and permissions live in ``--auth-db``; the admin, created on the first
+start, adds users
 (``mlflow.server.get_app_client("basic-auth", ...)``) and lets them write to the
 study's experiment (``python -m mnist_regression.tracking.team``). Clients
 switch with ``MLFLOW_TRACKING_URI=http://HOST:PORT`` and log in with
@@ -30,16 +32,19 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import ctypes
+import io
 import os
 import secrets
+import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from ..common.errors import ConfigError
 
 PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 # MLflow's basic-auth, experiments' artifacts kept under the server's root
 # (tracking.team_app, registered under mlflow.app in pyproject.toml)
 APP = "mnist-regression"
@@ -50,8 +55,10 @@ BOOTSTRAP = (
 )
 
 
-def auth_config(auth_db: str, default_permission: str) -> Path:
-    """The basic-auth configuration file (no secret in it)."""
+def auth_config(auth_db: str, default_permission: str) -> tuple[Path, int]:
+    """The basic-auth configuration (no secret in it) as a file in memory, and its
+    descriptor: its path, under /proc of this process, is gone the moment this
+    process ends, by any signal, so a kill strands no file."""
     config = configparser.ConfigParser()
     config["mlflow"] = {
         "default_permission": default_permission,
@@ -59,10 +66,25 @@ def auth_config(auth_db: str, default_permission: str) -> Path:
         "admin_username": "admin",
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
     }
-    handle, name = tempfile.mkstemp(prefix="mlflow-basic-auth-", suffix=".ini")
-    with os.fdopen(handle, "w") as out:
-        config.write(out)
-    return Path(name)
+    text = io.StringIO()
+    config.write(text)
+    handle = os.memfd_create("mlflow-basic-auth.ini")
+    os.fchmod(handle, 0o600)
+    os.write(handle, text.getvalue().encode())
+    return Path(f"/proc/{os.getpid()}/fd/{handle}"), handle
+
+
+def ending_with(parent: int):
+    """For the server's process, before it runs: SIGTERM when ``parent``, this
+    command, ends by any signal (Linux's parent-death signal); mlflow server
+    passes SIGTERM on to its uvicorn, which stops its workers."""
+
+    def set_up() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the command ended before the signal was set
+            os._exit(1)
+
+    return set_up
 
 
 def without_password(uri: str, option: str) -> str:
@@ -146,17 +168,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--admin-password-file", type=Path)
     args = parser.parse_args(argv)
 
-    settings: list[Path] = []
+    settings: list[int] = []  # the configuration's descriptor
 
     def run() -> None:
         backend = without_password(args.backend_store_uri, "--backend-store-uri")
         auth_db = without_password(args.auth_db, "--auth-db")
         password = admin_password(args.admin_password_file)
-        settings.append(auth_config(auth_db, args.default_permission))
+        config, handle = auth_config(auth_db, args.default_permission)
+        settings.append(handle)
         env = {
             **os.environ,
             PASSWORD_ENV: password,
-            "MLFLOW_AUTH_CONFIG_PATH": str(settings[0]),
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_BACKEND_STORE_URI": backend,
         }
         # without this, mlflow server starts a pool of job workers
@@ -172,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"cannot prepare the users' database or the admin ({last}): check "
                 "--auth-db, its password's place (PGPASSFILE) and the admin password"
             )
-        server = subprocess.Popen(command(args), env=env)
+        server = subprocess.Popen(
+            command(args), env=env, preexec_fn=ending_with(os.getpid())
+        )
         try:
             status = server.wait()
         finally:  # Ctrl-C or SIGTERM: stop the server, then clean up
@@ -183,8 +208,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"mlflow server stopped (exit status {status})")
 
     def clean_up() -> None:
-        for path in settings:
-            path.unlink(missing_ok=True)
+        for handle in settings:
+            os.close(handle)
 
     main_guard(run, cleanup=clean_up)
 

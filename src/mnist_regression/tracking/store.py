@@ -26,7 +26,7 @@ from .index import Index, Indexed, close_parent, run_folders
 from .liveness import gone_from_here
 from .provenance import study_experiment
 from .session import open_session
-from .target import Target, resolve_target
+from .target import Target, check_integrity, resolve_target
 
 # MLflow 3's UI opens every experiment in its GenAI view (traces, token usage)
 # unless the address asks for the model-training one; links keep the choice.
@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "ui":
             serve_ui(target, args.experiment, args.host, args.port)
             return
+        if target.sqlite_path is not None and target.sqlite_path.is_file():
+            check_integrity(target, target.sqlite_path)
         open_session(target)
         print(f"{target.uri}: usable")  # check
 
