@@ -177,7 +177,7 @@ def test_experiments_stay_apart_and_the_champion_is_in_the_registry(
 ):
     """Two DVC experiments sweep the same stage: their parent runs carry the
     experiments' names. The registry page shows the champion's alias."""
-    from mnist_regression.stages.report import candidates
+    from mnist_regression.study.champion import candidates, choose_per_task
     from mnist_regression.tracking.serving import ALIAS, register_champions
 
     monkeypatch.setenv("DVC_STAGE", "train@models")
@@ -191,7 +191,8 @@ def test_experiments_stay_apart_and_the_champion_is_in_the_registry(
     ]
     jobs = candidates(tmp_path, ["brave-bison"])
     experiment_id = app.jobs()[0].info.experiment_id
-    (name,) = register_champions(app.client, experiment_id, jobs, [2, 3], ALIAS)
+    picks = choose_per_task(jobs)
+    (name,) = register_champions(app.client, experiment_id, picks, [2, 3], ALIAS)
     address = serve()
 
     page.goto(address)

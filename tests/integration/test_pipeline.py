@@ -278,9 +278,8 @@ print(json.dumps({
 
 def best_of(repo: Path, task: str) -> str:
     """The digest of the workspace's best job of ``task``, by the registry's rule."""
-    from mnist_regression.stages.report import candidates
+    from mnist_regression.study.champion import candidates, choose
     from mnist_regression.study.report import training_stages
-    from mnist_regression.tracking.serving import choose
 
     folders = [stage.folder for stage in training_stages(repo / "dvc.yaml")]
     found = candidates(repo / "results", folders, str(repo / "data" / "prepared"))

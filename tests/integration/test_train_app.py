@@ -158,11 +158,10 @@ def test_the_registered_champion_loads_and_predicts_digits(app, tmp_path, monkey
 
     from mnist_regression.core.models import LinearModel
     from mnist_regression.data.prepare import load_task
-    from mnist_regression.stages.report import candidates
+    from mnist_regression.study.champion import candidates, choose, choose_per_task
     from mnist_regression.tracking.serving import (
         ALIAS,
         alias_for,
-        choose,
         register_champions,
     )
 
@@ -176,7 +175,8 @@ def test_the_registered_champion_loads_and_predicts_digits(app, tmp_path, monkey
     jobs = candidates(results, ["models"])
     assert len(jobs) == 2
     experiment = app.jobs()[0].info.experiment_id
-    (name,) = register_champions(app.client, experiment, jobs, [2, 3], ALIAS)
+    picks = choose_per_task(jobs)
+    (name,) = register_champions(app.client, experiment, picks, [2, 3], ALIAS)
     assert name == "mnist-logistic-2-vs-3"
     champion = app.client.get_model_version_by_alias(name, ALIAS)
     best = choose(jobs).best
@@ -209,7 +209,8 @@ def test_the_registered_champion_loads_and_predicts_digits(app, tmp_path, monkey
     other = [job for job in jobs if job is not best]  # as an experiment's outputs
     candidate = alias_for("pudgy-clog")
     assert candidate == "candidate-pudgy-clog"
-    register_champions(app.client, experiment, other, [2, 3], candidate)
+    picks = choose_per_task(other)
+    register_champions(app.client, experiment, picks, [2, 3], candidate)
     assert app.client.get_model_version_by_alias(name, candidate).version == 2
     assert app.client.get_model_version_by_alias(name, ALIAS).version == 1
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnist_regression.tracking.serving import Candidate, choose
+from mnist_regression.study.champion import Candidate, choose
 
 N = 389  # validation images of 2 vs 3
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
 from pathlib import Path
 
-from ..app.results import job_folders
 from ..common.cli import run_stage
 from ..common.config import load_params, train_config
 from ..common.errors import UserError
-from ..common.io import sha256_of
 from ..core.losses import LOSSES
-from ..core.models import stable_rate
-from ..data.prepare import load_task, scaled
+from ..study.champion import candidates, choose_per_task
 from ..study.report import build_report, training_stages
 
 
@@ -53,7 +48,7 @@ def register(cfg, paired: dict) -> None:
             Path(cfg.study.results_dir), list(stages), cfg.data.prepared_dir
         )
         found = register_champions(
-            session.client, experiment, jobs, cfg.data.digits, alias
+            session.client, experiment, choose_per_task(jobs), cfg.data.digits, alias
         )
         logged = log_paired(session.client, experiment, paired, jobs, stages)
         print(f"paired tests logged to {logged} sweeps' parent runs")
@@ -110,59 +105,6 @@ def log_paired(client, experiment: str, paired: dict, jobs: list, stages: dict) 
         )
         written += 1
     return written
-
-
-def candidates(results: Path, stages: list[str], prepared_dir: str | None = None):
-    """Every finished job of the training stages' outputs in the workspace, with
-    whether its rate lay within the stability limit 2 / (L + lambda) of its data
-    (``prepared_dir``; unknown, and so within, without it)."""
-    from ..tracking.serving import Candidate
-
-    found = []
-    for stage in stages:
-        for folder in job_folders(results / stage):
-            metrics = json.loads((folder / "metrics.json").read_text())
-            if metrics["status"] != "FINISHED":
-                continue
-            config = metrics["config"]
-            limit = stability_limit(prepared_dir, config) if prepared_dir else None
-            found.append(
-                Candidate(
-                    LOSSES[config["model"]["name"]].task,
-                    metrics["final_val_accuracy"],
-                    sha256_of(folder / "weights.npz"),
-                    f"{stage}/{folder.name}",
-                    metrics["final_val_loss"],
-                    val_images(prepared_dir, config),
-                    limit is None or config["optimizer"]["lr"] <= limit * (1 + 1e-9),
-                )
-            )
-    return found
-
-
-@functools.cache
-def _task_data(prepared_dir: str, kind: str, scale: float):
-    from ..core.training import Dataset
-
-    task = LOSSES[kind].task
-    return Dataset.from_arrays(scaled(load_task(prepared_dir, task), scale))
-
-
-def val_images(prepared_dir: str | None, config: dict) -> int:
-    """The validation images of a job's data (0 where it is not known)."""
-    if not prepared_dir:
-        return 0
-    kind, scale = config["model"]["name"], float(config["data"]["scale"])
-    return len(_task_data(prepared_dir, kind, scale).t["val"])
-
-
-def stability_limit(prepared_dir: str, config: dict) -> float:
-    """2 / (L + lambda) of a job's training data and penalty."""
-    kind, scale = config["model"]["name"], float(config["data"]["scale"])
-    data = _task_data(prepared_dir, kind, scale)
-    return stable_rate(
-        data.x["train"], kind, data.n_classes, config["model"]["l2"], edge=True
-    )
 
 
 if __name__ == "__main__":

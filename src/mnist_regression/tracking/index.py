@@ -234,6 +234,14 @@ class Index:
                 tags["mlflow.parentRunId"] = parent
         if record.get("reused_from"):  # the run that trained it, by its key
             trainer = self.find(record["reused_from"])
+            if trainer is not None and trainer.data.tags.get(COMPLETE_TAG) != "true":
+                # its command was killed before recording the end: the copy
+                # holds that very folder, so the trainer's run is completed
+                # from it (its status, every point), ended KILLED or not
+                self.index_folder(
+                    folder,
+                    {**record, "run_key": record["reused_from"], "reused_from": None},
+                )
             tags[REUSED_TAG] = trainer.info.run_id if trainer else record["reused_from"]
             tags["mlflow.note.content"] = (
                 f"A copy of the job run {tags[REUSED_TAG]} trained with the same "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -85,106 +84,6 @@ def log_model(
         )
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A finished job of the workspace's outputs, as the registry sees it."""
-
-    task: str
-    val_accuracy: float
-    weights_sha256: str  # of its weights.npz: the tag that finds its run
-    label: str
-    val_loss: float = float("nan")
-    val_images: int = 0
-    stable: bool = True  # trained at a rate within the stability limit
-
-
-RULE = (
-    "the highest validation accuracy among the finished runs that trained within "
-    "the stability limit 2 / (L + lambda) (all of them, if none did); runs within "
-    "one validation image of it ranked by validation loss"
-)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A task's champion by ``RULE``, and the runner-up it beat."""
-
-    best: Candidate
-    runner_up: Candidate | None
-    among: int
-    left_out: int = 0  # runs beyond the stability limit
-
-    def margin(self) -> str:
-        if self.runner_up is None:
-            return "no other candidate"
-        n = self.best.val_images or 1
-        images = round((self.best.val_accuracy - self.runner_up.val_accuracy) * n)
-        loss = self.runner_up.val_loss - self.best.val_loss
-        more = "more" if images >= 0 else "fewer"
-        return (
-            f"{abs(images)} validation image{'s' if abs(images) != 1 else ''} "
-            f"{more}, a validation loss lower by {loss:.4g}"
-        )
-
-    def tags(self) -> dict[str, str]:
-        best, n = self.best, self.best.val_images
-        k = round(best.val_accuracy * n)
-        accuracy = f"{100 * best.val_accuracy:.2f}%"
-        if n:
-            accuracy = f"{k}/{n} ({accuracy}, 95% interval {interval(k, n)})"
-        tags = {
-            "selection.rule": RULE,
-            "selection.metric": "validation accuracy, then validation loss",
-            "selection.val_accuracy": accuracy,
-            "selection.val_loss": f"{best.val_loss:.6g}",
-            "selection.candidates": str(self.among),
-            "selection.left_out": str(self.left_out),
-            "selection.margin": self.margin(),
-        }
-        if self.runner_up is not None:
-            tags["selection.runner_up"] = self.runner_up.label
-        return tags
-
-    def description(self) -> str:
-        said = self.tags()
-        runner = (
-            f"; runner-up {self.runner_up.label}, by {said['selection.margin']}"
-            if self.runner_up
-            else ""
-        )
-        return (
-            f"{self.best.label}: {said['selection.val_accuracy']} correct on "
-            f"validation, loss {said['selection.val_loss']}; chosen among "
-            f"{self.among} finished runs ({self.left_out} beyond the stability "
-            f"limit left out) by {RULE}{runner}."
-        )
-
-
-def interval(k: int, n: int) -> str:
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
-    return f"{100 * ci.low:.1f}-{100 * ci.high:.1f}%"
-
-
-def choose(candidates: list[Candidate]) -> Choice:
-    """``RULE`` on the candidates of one task, each set of weights once (the
-    same settings in two stages train the same weights)."""
-    distinct = list({c.weights_sha256: c for c in reversed(candidates)}.values())
-    pool = [c for c in distinct if c.stable] or distinct
-    top = max(c.val_accuracy for c in pool)
-    n = max(c.val_images for c in pool)
-    image = 1 / n if n else 0.0  # one validation image, where their number is known
-
-    def rank(c: Candidate) -> tuple:
-        near = c.val_accuracy >= top - image - 1e-12
-        return (not near, -c.val_accuracy if not near else 0.0, c.val_loss)
-
-    ordered = sorted(pool, key=rank)
-    runner_up = ordered[1] if len(ordered) > 1 else None
-    return Choice(ordered[0], runner_up, len(pool), len(distinct) - len(pool))
-
-
 def alias_for(experiment: str | None) -> str:
     """``champion`` for the study in the workspace; inside ``dvc exp run`` the
     experiment's own ``candidate-<name>``, so that no experiment moves the
@@ -194,26 +93,20 @@ def alias_for(experiment: str | None) -> str:
     return "candidate-" + re.sub(r"[^\w-]", "-", experiment)
 
 
-def register_champions(
-    client, experiment_id: str, candidates: list[Candidate], digits, alias: str
-) -> dict:
-    """Register, per task, the candidate ``choose`` picks by ``RULE`` and point
-    ``alias`` at it; the version's description and ``selection.*`` tags say why
-    (its validation accuracy with its interval, the runner-up, the margin). Its
-    run is the finished run that wrote those very weights, found by their digest:
-    the outputs in the workspace decide, whichever experiment or run cache put
-    them there.
+def register_champions(client, experiment_id: str, choices, digits, alias: str) -> dict:
+    """Register each task's pick (``choices``: one ``study.champion.Choice`` per
+    task: its ``best`` candidate and why) and point ``alias`` at it; the
+    version's description and ``selection.*`` tags say why. Its run is the
+    finished run that wrote those very weights, found by their digest: the
+    outputs in the workspace decide, whichever experiment or run cache put them
+    there.
 
     Returns {registered model name: (version, run name)}, or (None, reason) for a
     task whose run is not in the store.
     """
-    tasks: dict[str, list[Candidate]] = {}
-    for candidate in candidates:
-        tasks.setdefault(candidate.task, []).append(candidate)
     registered = {}
-    for task, found in tasks.items():
-        choice = choose(found)
-        candidate = choice.best
+    for choice in choices:
+        candidate, task = choice.best, choice.best.task
         name = registered_name(task, digits)
         runs = client.search_runs(
             [experiment_id],
@@ -242,7 +135,7 @@ def register_champions(
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(
                 name,
-                description=f"The study's best {task} model: {RULE}",
+                description=f"The study's best {task} model: {choice.rule}",
             )
         # MLflow 3 keeps a logged model apart from its run: the version points at
         # its artifacts, so that models:/<name>@champion loads
@@ -256,7 +149,7 @@ def register_champions(
     return registered
 
 
-def explain(client, version, choice: Choice) -> None:
+def explain(client, version, choice) -> None:
     """The version's description and tags: why it was chosen."""
     client.update_model_version(
         version.name, version.version, description=choice.description()
