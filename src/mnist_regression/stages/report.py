@@ -9,6 +9,7 @@ from pathlib import Path
 from ..common.cli import run_stage
 from ..common.config import load_params, train_config
 from ..common.errors import UserError
+from ..common.io import save_json
 from ..core.losses import LOSSES
 from ..study.champion import candidates, choose_per_task
 from ..study.report import build_report, training_stages
@@ -24,13 +25,30 @@ def main(argv: list[str]) -> None:
             f"over {metrics[model]['seeds']} seeds"
         )
     print(f"wrote {cfg.study.reports_dir}/results.md")
+    stages = {stage.folder: stage.name for stage in training_stages()}
+    jobs = candidates(Path(cfg.study.results_dir), list(stages), cfg.data.prepared_dir)
+    picks = choose_per_task(jobs)
+    # the stage's one output outside git: a fresh clone's `dvc repro` runs the
+    # stage, and so registers the champions in its own store
+    save_json(
+        Path(cfg.study.reports_dir) / CHAMPIONS,
+        {
+            pick.best.task: {"job": pick.best.label, "runner_up": pick.runner_up.label}
+            if pick.runner_up
+            else {"job": pick.best.label}
+            for pick in picks
+        },
+    )
     if cfg.tracking.enabled:
-        register(cfg, metrics["paired"])
+        register(cfg, metrics["paired"], jobs, picks, stages)
 
 
-def register(cfg, paired: dict) -> None:
-    """The best model of each task among the workspace's training outputs in the
-    MLflow Model Registry, aliased ``champion`` (inside ``dvc exp run``:
+CHAMPIONS = "champions.json"
+
+
+def register(cfg, paired: dict, jobs: list, picks: list, stages: dict) -> None:
+    """Each task's pick (``picks``, by ``study.champion``) in the MLflow Model
+    Registry, aliased ``champion`` (inside ``dvc exp run``:
     ``candidate-<experiment>``); a store that cannot be used costs a warning."""
     from ..tracking.serving import alias_for, register_champions
     from ..tracking.session import open_session
@@ -43,12 +61,8 @@ def register(cfg, paired: dict) -> None:
         experiment = session.find_experiment(cfg.tracking.experiment)
         if experiment is None:
             return
-        stages = {stage.folder: stage.name for stage in training_stages()}
-        jobs = candidates(
-            Path(cfg.study.results_dir), list(stages), cfg.data.prepared_dir
-        )
         found = register_champions(
-            session.client, experiment, choose_per_task(jobs), cfg.data.digits, alias
+            session.client, experiment, picks, cfg.data.digits, alias
         )
         logged = log_paired(session.client, experiment, paired, jobs, stages)
         print(f"paired tests logged to {logged} sweeps' parent runs")
